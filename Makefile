@@ -1,0 +1,36 @@
+# Two commands matter: `make train` and `make test`. Both create .venv and install on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install train test test-all lint format bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)  ## train the default model (digits, small CNN); extra Hydra overrides via ARGS="..."
+	$(BIN)/python train.py $(ARGS)
+
+test: $(STAMP)  ## fast suite (< 10 min on 2 cores)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-all: $(STAMP)  ## everything, including the slow end-to-end checks
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+bench: $(STAMP)  ## Trainer vs plain PyTorch loop, seconds per epoch
+	$(BIN)/python bench/trainer_overhead.py
+
+clean:
+	rm -rf logs/ .pytest_cache/ .ruff_cache/

@@ -1,0 +1,106 @@
+"""Seconds per epoch: ClassifierModule under Lightning's Trainer vs a plain PyTorch loop.
+
+Same network, data loader, batch size, optimizer and thread count; the two run alternately in one process
+and the median epoch time of each is compared. Target: ratio ≤ 1.10.
+
+    python bench/trainer_overhead.py [--epochs 8] [--rounds 3] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import lightning as L
+import torch
+from torch import nn
+
+from lightyard.data import DigitsDataModule
+from lightyard.models import ClassifierModule, small_cnn
+
+
+class EpochTimer(L.Callback):
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def make_net(datamodule: DigitsDataModule) -> nn.Module:
+    return small_cnn(datamodule.num_classes, datamodule.spec.channels)
+
+
+def optimizer_factory(params):
+    return torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-4)
+
+
+def lightning_epochs(datamodule: DigitsDataModule, epochs: int) -> list[float]:
+    timer = EpochTimer()
+    model = ClassifierModule(make_net(datamodule), datamodule.spec.to_dict(), optimizer_factory)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(model, train_dataloaders=datamodule.train_dataloader())
+    return timer.seconds
+
+
+def plain_epochs(datamodule: DigitsDataModule, epochs: int) -> list[float]:
+    net = make_net(datamodule)
+    optimizer = optimizer_factory(net.parameters())
+    criterion = nn.CrossEntropyLoss()
+    loader = datamodule.train_dataloader()
+    seconds = []
+    net.train()
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for x, y in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(net(x), y)
+            loss.backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+
+    L.seed_everything(0, verbose=False)
+    datamodule = DigitsDataModule(batch_size=args.batch_size)
+    datamodule.setup()
+    timings: dict[str, list[float]] = {"lightning": [], "plain": []}
+    for round_ in range(args.rounds):
+        for name, run in (("lightning", lightning_epochs), ("plain", plain_epochs)):
+            seconds = run(datamodule, args.epochs)[1:]  # the first epoch warms up allocators and caches
+            timings[name] += seconds
+            median_ms = statistics.median(seconds) * 1e3
+            print(f"round {round_ + 1}/{args.rounds} {name:9s} median {median_ms:7.1f} ms/epoch")
+
+    lightning, plain = (statistics.median(timings[k]) for k in ("lightning", "plain"))
+    print(f"\ndigits, SmallCNN, batch {args.batch_size}, {torch.get_num_threads()} threads")
+    print(f"  Trainer + ClassifierModule : {lightning * 1e3:7.1f} ms/epoch")
+    print(f"  plain PyTorch loop         : {plain * 1e3:7.1f} ms/epoch")
+    print(f"  ratio                      : {lightning / plain:.3f}  (target ≤ 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""lightyard's own Lightning callbacks (Lightning's built-ins are configured in conf/callbacks/)."""
+
+from lightyard.callbacks.prediction_samples import PredictionSamples
+
+__all__ = ["PredictionSamples"]

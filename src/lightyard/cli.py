@@ -1,0 +1,31 @@
+"""The `lightyard` command. Training itself is `python train.py` (Hydra); this grows with the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+
+from lightyard import __version__
+from lightyard.errors import exit_on_user_error
+
+
+def _nets(args: argparse.Namespace) -> None:
+    from lightyard.models.nets import classification_models
+
+    for name in classification_models():
+        print(name)
+    print("\nuse one with: python train.py model/net=torchvision model.net.name=NAME")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lightyard", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"lightyard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    nets = commands.add_parser("nets", help="list the torchvision classification models model/net accepts")
+    nets.set_defaults(func=_nets)
+    return parser
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)

@@ -1,0 +1,102 @@
+"""Turning Hydra configs into objects, with user mistakes reported as one-line `UserError`s."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from lightyard.errors import UserError
+
+# Groups that Hydra or its plugins provide themselves, not conf/.
+PLUGIN_GROUPS = ("hydra/",)
+
+
+def instantiate(config: DictConfig, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, unwrapping the `UserError` that Hydra wraps in its own exception."""
+    try:
+        return hydra.utils.instantiate(config, **kwargs)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", "") or "a value"
+        raise UserError(f"config value {key} is not set: pass {key}=...") from None
+    except InstantiationException as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Every `_target_` entry of a group such as `callbacks` or `logger` (entries set to null are skipped)."""
+    if not group:
+        return []
+    return [
+        instantiate(entry)
+        for entry in group.values()
+        if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
+
+
+def check_devices(trainer_cfg: DictConfig) -> None:
+    """Refuse more GPUs than this machine has before Lightning does so with a traceback."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    devices = trainer_cfg.get("devices", 1)
+    if accelerator not in ("gpu", "cuda") or not isinstance(devices, int) or devices < 1:
+        return
+    available = torch.cuda.device_count()
+    if devices > available:
+        fix = f"trainer.devices={available}" if available else "trainer=cpu (or trainer.accelerator=cpu)"
+        raise UserError(f"{devices} GPU(s) requested but this machine has {available}: use {fix}")
+
+
+def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
+    check_devices(trainer_cfg)
+    try:
+        return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    except InstantiationException as err:
+        if err.__cause__ is not None and type(err.__cause__).__name__ == "MisconfigurationException":
+            first = str(err.__cause__).strip().splitlines()[0]
+            raise UserError(f"trainer: {first} (check trainer.accelerator / trainer.devices)") from None
+        raise
+
+
+_GROUP_OVERRIDE = re.compile(r"^[~+]{0,2}(?P<group>[A-Za-z_][\w/]*)=(?P<value>.*)$")
+
+
+def check_group_overrides(overrides: Sequence[str], conf_dir: Path) -> None:
+    """Name the valid options when a command line picks a config group option that does not exist.
+
+    Hydra reports this as a multi-line composition error; this check runs first and says it in one line.
+    """
+    for override in overrides:
+        match = _GROUP_OVERRIDE.match(override)
+        if not match:
+            continue
+        group, value = match["group"], match["value"]
+        group_dir = conf_dir / group
+        if group.startswith(PLUGIN_GROUPS) or "." in group or not group_dir.is_dir():
+            continue
+        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        for choice in _choices(value):
+            if choice not in options and choice not in ("null", "none", ""):
+                raise UserError(
+                    f"unknown {group} option '{choice}': choose one of {', '.join(options)} "
+                    f"(files in {group_dir})"
+                )
+
+
+def _choices(value: str) -> list[str]:
+    """Option names in `a`, `a,b` (a sweep) or `[a,b]` (a list); sweep functions are left to Hydra."""
+    if "(" in value:
+        return []
+    return [part.strip() for part in value.strip("[]").split(",") if part.strip()]

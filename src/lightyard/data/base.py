@@ -1,0 +1,136 @@
+"""What every image-classification data module shares: splits, transforms, per-rank batch size, loaders."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import lightning as L
+import numpy as np
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from lightyard.data.datasets import Transformed, materialize
+from lightyard.data.preprocess import PreprocessSpec
+from lightyard.errors import UserError
+
+
+@dataclass
+class Splits:
+    """Index lists into sample data sets; `train` and `val` often share one source."""
+
+    train_source: Dataset
+    train: Sequence[int]
+    val_source: Dataset
+    val: Sequence[int]
+    test_source: Dataset
+    test: Sequence[int]
+
+
+class ImageDataModule(L.LightningDataModule, ABC):
+    """Base for data modules whose samples are `(PIL image, label)`.
+
+    Subclasses say where samples come from (`load_splits`) and what the preprocessing spec is (`spec`);
+    this class turns them into loaders. `batch_size` is the global batch: under DDP each rank gets
+    `batch_size / world_size`, so changing the number of devices does not change the optimisation.
+    """
+
+    #: Small in-memory sets precompute deterministic transforms once instead of every epoch.
+    materialize_deterministic = False
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 42,
+        augmentation: Sequence[v2.Transform] | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size must be at least 1, got {batch_size}")
+        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < fraction < 1.0:
+                raise UserError(f"data.{name} must be between 0 and 1, got {fraction}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.augmentation = list(augmentation or [])
+        self.datasets: dict[str, Dataset] = {}
+
+    @cached_property
+    @abstractmethod
+    def spec(self) -> PreprocessSpec:
+        """The preprocessing spec; needed before `setup` to size the network."""
+
+    @abstractmethod
+    def load_splits(self) -> Splits:
+        """Sample data sets and the indices of each split."""
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    def split(self, labels: Sequence[int], fraction: float) -> tuple[list[int], list[int]]:
+        """A seeded split of `range(len(labels))` into (rest, held out), stratified where it can be."""
+        indices = np.arange(len(labels))
+        if len(indices) < 3:
+            raise UserError(f"{len(indices)} images are too few to split into train/val/test: add more")
+        try:
+            rest, held_out = train_test_split(
+                indices, test_size=fraction, random_state=self.split_seed, stratify=labels
+            )
+        except ValueError:  # a class too rare to stratify: fall back to a plain seeded split
+            rest, held_out = train_test_split(indices, test_size=fraction, random_state=self.split_seed)
+        return sorted(rest.tolist()), sorted(held_out.tolist())
+
+    @property
+    def per_device_batch_size(self) -> int:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world_size:
+            raise UserError(
+                f"data.batch_size={self.batch_size} does not split evenly over {world_size} processes: "
+                f"use a multiple of {world_size}"
+            )
+        return self.batch_size // world_size
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        splits = self.load_splits()
+        train_transform = self.spec.train_transform(self.augmentation)
+        self.datasets = {
+            "train": Transformed(splits.train_source, splits.train, train_transform),
+            "val": Transformed(splits.val_source, splits.val, self.spec.apply),
+            "test": Transformed(splits.test_source, splits.test, self.spec.apply),
+        }
+        if self.materialize_deterministic:
+            names = ["val", "test"] + ([] if self.augmentation else ["train"])
+            self.datasets.update({name: materialize(self.datasets[name]) for name in names})
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.per_device_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,135 @@
+"""A user's folder of images, one subfolder per class, with or without train/ val/ test/ splits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+
+from lightyard.data.base import ImageDataModule, Splits
+from lightyard.data.datasets import FileImages
+from lightyard.data.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, ResizePolicy
+from lightyard.errors import UserError
+
+SPLIT_NAMES = ("train", "val", "test")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Reads `root/<class>/*.png` (any depth below the class folder) or `root/{train,val,test}/<class>/...`.
+
+    With a `train/` folder, missing `val/` or `test/` folders are split off `train/` by `split_seed`;
+    without one, all three splits come from `root`. Images of any size and mode are resized to
+    `image_size` and converted to `channels` by the preprocessing spec.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 64,
+        channels: int = 3,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        resize_policy: ResizePolicy = "exact",
+        resize_size: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser() if root else None
+        self.image_size = image_size
+        self.channels = channels
+        self.mean = tuple(mean) if mean else (IMAGENET_MEAN if channels == 3 else (0.5,))
+        self.std = tuple(std) if std else (IMAGENET_STD if channels == 3 else (0.5,))
+        self.resize_policy = resize_policy
+        self.resize_size = resize_size
+
+    @cached_property
+    def folders(self) -> dict[str, Path]:
+        """The folders present per split name ('all' when the root has no train/ folder)."""
+        if self.root is None:
+            raise UserError("data.root is not set: pass data.root=/path/to/images (one subfolder per class)")
+        if not self.root.is_dir():
+            raise UserError(f"data root {self.root} does not exist: pass data.root=/path/to/images")
+        if not any(self.root.iterdir()):
+            raise UserError(f"data root {self.root} is empty: add one subfolder of images per class")
+        if (self.root / "train").is_dir():
+            return {name: self.root / name for name in SPLIT_NAMES if (self.root / name).is_dir()}
+        return {"all": self.root}
+
+    @cached_property
+    def class_names(self) -> tuple[str, ...]:
+        base = self.folders.get("train", self.folders.get("all"))
+        names = tuple(sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")))
+        if len(names) < 2:
+            raise UserError(
+                f"{base} has {len(names)} class folder(s): an image classifier needs at least 2 "
+                "subfolders of images, one per class"
+            )
+        return names
+
+    def scan(self, folder: Path) -> FileImages:
+        """All images under `folder/<class>/`, labelled by the class folder's position in `class_names`."""
+        paths, labels = [], []
+        for label, name in enumerate(self.class_names):
+            class_dir = folder / name
+            if not class_dir.is_dir():
+                continue
+            files = sorted(
+                p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not files:
+                raise UserError(
+                    f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)}): "
+                    "add images or remove the folder"
+                )
+            paths += files
+            labels += [label] * len(files)
+        unknown = sorted(
+            p.name for p in folder.iterdir() if p.is_dir() and p.name not in self.class_names
+        )
+        if unknown:
+            raise UserError(
+                f"{folder} has class folders {unknown} that train/ lacks: every split needs the same classes"
+            )
+        return FileImages(paths, labels)
+
+    @cached_property
+    def spec(self) -> PreprocessSpec:
+        return PreprocessSpec(
+            height=self.image_size,
+            width=self.image_size,
+            channels=self.channels,
+            mean=self.mean,
+            std=self.std,
+            class_names=self.class_names,
+            resize_policy=self.resize_policy,
+            resize_size=self.resize_size,
+        )
+
+    def load_splits(self) -> Splits:
+        if "all" in self.folders:
+            everything = self.scan(self.folders["all"])
+            rest, test = self.split(everything.labels, self.test_fraction)
+            train_pos, val_pos = self.split(
+                everything.labels[rest], self.val_fraction / (1.0 - self.test_fraction)
+            )
+            train, val = [rest[i] for i in train_pos], [rest[i] for i in val_pos]
+            return Splits(everything, train, everything, val, everything, test)
+
+        train_source = self.scan(self.folders["train"])
+        train = list(range(len(train_source)))
+        test_source, test = train_source, []
+        if "test" in self.folders:
+            test_source = self.scan(self.folders["test"])
+            test = list(range(len(test_source)))
+        else:
+            train, test = self.split(train_source.labels, self.test_fraction)
+        val_source, val = train_source, []
+        if "val" in self.folders:
+            val_source = self.scan(self.folders["val"])
+            val = list(range(len(val_source)))
+        else:
+            train_pos, val_pos = self.split(train_source.labels[train], self.val_fraction)
+            train, val = [train[i] for i in train_pos], [train[i] for i in val_pos]
+        return Splits(train_source, train, val_source, val, test_source, test)

@@ -1,0 +1,152 @@
+"""The preprocessing spec: how an image file becomes the model's input.
+
+The spec is written by every data module, saved as `preprocess.json` next to every export and registered
+model, and applied by the server. `load_image` + `PreprocessSpec.apply` are the only code path from pixels
+to tensor, so training, evaluation, export checks and serving cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from lightyard.errors import UserError
+from lightyard.io import write_json_atomic
+
+ResizePolicy = Literal["exact", "center_crop"]
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+# Transparent pixels are composited onto white: icons and scans drawn dark-on-transparent stay legible.
+ALPHA_BACKGROUND = 255
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Everything needed to turn an image into the model's input, and its output into a label.
+
+    `resize_policy="exact"` resizes straight to height×width; `"center_crop"` resizes the shorter side
+    to `resize_size` and crops the centre height×width (the torchvision ImageNet recipe).
+    """
+
+    height: int
+    width: int
+    channels: Literal[1, 3]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    resize_policy: ResizePolicy = "exact"
+    resize_size: int | None = None
+    version: int = field(default=1)
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise UserError(f"preprocessing: channels must be 1 or 3, got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise UserError(
+                f"preprocessing: mean and std need {self.channels} values each, "
+                f"got {len(self.mean)} and {len(self.std)}"
+            )
+        if self.resize_policy == "center_crop" and (self.resize_size or 0) < max(self.height, self.width):
+            raise UserError("preprocessing: center_crop needs resize_size >= the crop height and width")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def to_tensor(self, image: Image.Image) -> torch.Tensor:
+        """Geometry and dtype only: a uint8 C×H×W tensor at the model's size, not yet normalised."""
+        image = to_mode(image, self.channels)
+        if self.resize_policy == "center_crop":
+            image = F.center_crop(F.resize(image, self.resize_size), [self.height, self.width])
+        elif image.size != (self.width, self.height):
+            image = F.resize(image, [self.height, self.width])
+        return F.pil_to_tensor(image)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (C×H×W or N×C×H×W) to the float input the network was trained on."""
+        scaled = pixels.to(torch.float32) / 255.0
+        return F.normalize(scaled, list(self.mean), list(self.std))
+
+    def apply(self, image: Image.Image) -> torch.Tensor:
+        """An image (any size and mode) to the model's float C×H×W input."""
+        return self.normalize(self.to_tensor(image))
+
+    def denormalize(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Model input back to [0, 1] pixels, for logging image grids."""
+        mean = torch.tensor(self.mean, device=inputs.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, device=inputs.device).view(-1, 1, 1)
+        return (inputs * std + mean).clamp(0, 1)
+
+    def train_transform(self, augmentation: list[v2.Transform] | None = None) -> v2.Compose:
+        """Augmentations (on the PIL image at its own size), then exactly `apply`."""
+        return v2.Compose([*(augmentation or []), v2.Lambda(self.apply)])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessSpec:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write `preprocess.json` atomically (temp file + rename)."""
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PreprocessSpec:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """Any PIL mode (1, L, LA, P, RGB, RGBA, CMYK, I;16, I, F) to L (channels=1) or RGB (channels=3)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _high_depth_to_l(image)
+    if image.mode == "P" or image.mode.endswith("A") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (ALPHA_BACKGROUND,) * 3 + (255,))
+        image = Image.alpha_composite(background, rgba)
+    target = "L" if channels == 1 else "RGB"
+    return image if image.mode == target else image.convert(target)
+
+
+def _high_depth_to_l(image: Image.Image) -> Image.Image:
+    """16-bit and float grayscale to 8 bits by their range, where PIL's convert would clip."""
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        array = array / 257.0
+    elif array.size and array.max() > 255:
+        array = array * (255.0 / array.max())
+    elif image.mode == "F" and array.size and array.max() <= 1.0:
+        array = array * 255.0
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+
+
+def load_image(source: str | os.PathLike | bytes) -> Image.Image:
+    """Open an image file (path or bytes), apply its EXIF orientation, and decode it fully.
+
+    Raises `UserError` for anything that is not a complete, readable image.
+    """
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except FileNotFoundError:
+        raise UserError(f"image not found: {name}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise UserError(f"not a readable image: {name} ({err})") from None

@@ -1,0 +1,113 @@
+"""Networks: a small CNN sized for digits, and any torchvision classification architecture by name.
+
+Every builder takes `num_classes` and `in_channels` from the data module's preprocessing spec, so the
+same net config works for 8×8 grayscale digits and 224×224 RGB photos.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from lightyard.errors import UserError
+from lightyard.models.checkpoints import load_net_weights
+from lightyard.models.surgery import adapt_input_channels, replace_head
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks, global average pooling and a linear head: ~99.7% on digits in seconds on a CPU."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32, dropout: float = 0.2) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
+
+        self.features = nn.Sequential(
+            *block(in_channels, width),
+            *block(width, 2 * width),
+            nn.MaxPool2d(2),
+            *block(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(x)))
+
+
+def small_cnn(
+    num_classes: int, in_channels: int, width: int = 32, dropout: float = 0.2, weights: str | None = None
+) -> SmallCNN:
+    net = SmallCNN(num_classes, in_channels, width, dropout)
+    if weights:
+        load_net_weights(net, weights)
+    return net
+
+
+def classification_models() -> list[str]:
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def torchvision_net(num_classes: int, in_channels: int, name: str, weights: str | None = None) -> nn.Module:
+    """A torchvision classification model with its head and stem adapted to the data.
+
+    `weights` is a torchvision weights name (`DEFAULT`, `IMAGENET1K_V1`, `ResNet18_Weights.IMAGENET1K_V2`),
+    downloaded into torch's hub cache on first use, or the path of a local checkpoint.
+    """
+    available = classification_models()
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UserError(
+            f"torchvision has no classification model named '{name}': {hint}"
+            "run `lightyard nets` for the full list"
+        )
+    if weights and _is_local(weights):
+        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        adapt_input_channels(net, in_channels)
+        load_net_weights(net, weights)
+        return net
+    if not weights:
+        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        adapt_input_channels(net, in_channels)
+        return net
+    net = torchvision.models.get_model(name, weights=_pretrained(name, weights))
+    replace_head(net, num_classes)
+    adapt_input_channels(net, in_channels)
+    return net
+
+
+def _is_local(weights: str) -> bool:
+    return Path(weights).suffix in (".ckpt", ".pt", ".pth") or Path(weights).expanduser().exists()
+
+
+def _pretrained(name: str, weights: str) -> torchvision.models.WeightsEnum:
+    enum = torchvision.models.get_model_weights(name)
+    member = weights.split(".")[-1]
+    if member not in enum.__members__:
+        raise UserError(
+            f"'{weights}' is not a weights name of {name}: use one of {', '.join(enum.__members__)}, "
+            "a local checkpoint path, or null"
+        )
+    chosen = enum[member]
+    hub_file = Path(torch.hub.get_dir()) / "checkpoints" / Path(chosen.url).name
+    if not hub_file.exists():
+        try:
+            torch.hub.load_state_dict_from_url(chosen.url, progress=True, check_hash=True)
+        except Exception as err:  # urllib raises several types; all mean "could not fetch"
+            raise UserError(
+                f"could not download {name} weights {member} ({err}): without network access, copy "
+                f"{Path(chosen.url).name} into {hub_file.parent}/ or set model.net.weights=null"
+            ) from None
+    return chosen

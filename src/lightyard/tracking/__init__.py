@@ -1,0 +1,1 @@
+"""What a run records: TensorBoard figures and hparams, and the run's metrics.json."""

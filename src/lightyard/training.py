@@ -1,0 +1,84 @@
+"""`train(cfg)`: the whole training run as a plain function that returns its metrics.
+
+Builds the data module, network, LightningModule, callbacks, loggers and Trainer from the Hydra config,
+fits, tests the best checkpoint, and writes `metrics.json`. Files are written and messages printed on
+rank zero only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from lightyard.config import build_trainer, instantiate, instantiate_all
+from lightyard.data import ImageDataModule
+from lightyard.io import write_json_atomic
+from lightyard.models.checkpoints import check_fits, net_state_dict, read_checkpoint
+from lightyard.tracking.tensorboard import log_hparams
+
+METRICS_FILE = "metrics.json"
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit and test one model; returns the final metrics (`test/acc`, `val/acc_best`, …)."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule: ImageDataModule = instantiate(cfg.data)
+    spec = datamodule.spec
+    net = instantiate(cfg.model.net)(num_classes=spec.num_classes, in_channels=spec.channels)
+    model = instantiate(cfg.model, net=net, preprocess=spec.to_dict(), _convert_="all")
+    if cfg.get("ckpt_path"):
+        check_fits(model.net, net_state_dict(read_checkpoint(cfg.ckpt_path)), cfg.ckpt_path)
+
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    trainer = build_trainer(cfg.trainer, callbacks, instantiate_all(cfg.get("logger")))
+    output_dir = Path(cfg.paths.output_dir)
+    _say(f"run dir: {output_dir}")
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = _as_floats(trainer.callback_metrics)
+
+    if cfg.get("test", True):
+        best = _best_checkpoint(trainer)
+        _say(f"testing {'best checkpoint ' + best if best else 'current weights'}")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=trainer.is_global_zero)
+        metrics.update(_as_floats(trainer.callback_metrics))
+
+    log_hparams(trainer, OmegaConf.to_container(cfg, resolve=True), metrics)
+    if trainer.is_global_zero:
+        write_json_atomic(output_dir / METRICS_FILE, metrics)
+        _report(output_dir, metrics, cfg.get("optimized_metric"))
+    return metrics
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The path the monitoring checkpoint callback chose (not `last.ckpt`), if training saved one."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+            return callback.best_model_path
+    return None
+
+
+def _as_floats(metrics: dict) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items() if "/" in name}
+
+
+@rank_zero_only
+def _say(message: str) -> None:
+    print(f"[lightyard] {message}", flush=True)
+
+
+def _report(output_dir: Path, metrics: dict[str, float], optimized: str | None) -> None:
+    shown = [name for name in ("test/acc", "val/acc_best", optimized) if name and name in metrics]
+    summary = ", ".join(f"{name}={metrics[name]:.4f}" for name in dict.fromkeys(shown))
+    _say(summary or "no metrics (train=false and test=false?)")
+    _say(
+        f"results in {output_dir}/: {METRICS_FILE}, checkpoints/, tensorboard/ "
+        f"(tensorboard --logdir {output_dir.parent})"
+    )

@@ -1,0 +1,151 @@
+"""Shared fixtures: the real configs, train.py in a subprocess, data sets in their on-disk formats."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+
+
+def compose_train(overrides: list[str], run_dir: Path, keep_hydra: bool = False) -> DictConfig:
+    """The config `python train.py OVERRIDES` would run with, its run dir set to `run_dir`.
+
+    As in a real run, `${hydra:...}` resolves and the task's config has no `hydra` node (unless kept).
+    """
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"paths.root_dir={run_dir}", f"paths.output_dir={run_dir}", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig().set_config(cfg)
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
+
+
+def run_train(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):
+    """`python train.py ARGS` in a subprocess, as a user would run it."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    full_env.pop("CUDA_VISIBLE_DEVICES", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Non-zero exit, no traceback, and a last stderr line `error: ...` containing every fragment."""
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in last, last
+    return last
+
+
+def random_images(count: int, height: int, width: int, channels: int, seed: int = 0) -> np.ndarray:
+    """Random uint8 images: enough for checks that the pipeline runs end to end."""
+    rng = np.random.default_rng(seed)
+    shape = (count, height, width) if channels == 1 else (count, height, width, channels)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+@pytest.fixture
+def cifar_root(tmp_path: Path) -> Path:
+    """CIFAR-10's python batches (pickled dicts with `data` N×3072 uint8 and `labels`), tiny."""
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def batch(name: str, count: int, seed: int) -> None:
+        images = random_images(count, 32, 32, 3, seed).transpose(0, 3, 1, 2).reshape(count, -1)
+        payload = {"batch_label": name, "labels": [i % 10 for i in range(count)], "data": images}
+        (folder / name).write_bytes(pickle.dumps(payload, protocol=2))
+
+    for i in range(1, 6):
+        batch(f"data_batch_{i}", 20, i)
+    batch("test_batch", 20, 9)
+    labels = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": labels}, protocol=2))
+    return tmp_path / "cifar"
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """The idx format MNIST ships in: magic (0x08 = uint8, ndim), big-endian dims, raw bytes."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_mnist_like(root: Path, folder: str, train: int = 100, test: int = 40) -> Path:
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for prefix, count in (("train", train), ("t10k", test)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", random_images(count, 28, 28, 1, count))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(count) % 10)
+        with gzip.open(raw / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:  # as the download leaves them
+            f.write((raw / f"{prefix}-images-idx3-ubyte").read_bytes())
+    return root
+
+
+@pytest.fixture
+def mnist_root(tmp_path: Path) -> Path:
+    return make_mnist_like(tmp_path / "mnist", "MNIST")
+
+
+@pytest.fixture
+def fashion_root(tmp_path: Path) -> Path:
+    return make_mnist_like(tmp_path / "fashion", "FashionMNIST")
+
+
+def save_image(path: Path, mode: str, size: tuple[int, int], value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "P":
+        image = Image.new("RGB", size, (value, 255 - value, value // 2)).convert("P", palette=Image.ADAPTIVE)
+    elif mode == "RGBA":
+        image = Image.new("RGBA", size, (value, value, 255 - value, 128))
+    elif mode == "I;16":
+        image = Image.fromarray(np.full(size[::-1], value * 257, dtype=np.uint16))
+    else:
+        image = Image.new(mode, size, value if mode == "L" else (value, 0, 255 - value))
+    image.save(path)
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Three classes of PNGs in mixed modes (L, RGB, RGBA, P, 16-bit) and sizes, no split folders."""
+    root = tmp_path / "images"
+    modes = ["L", "RGB", "RGBA", "P", "I;16"]
+    for label, name in enumerate(["cat", "dog", "fox"]):
+        for i in range(10):
+            mode = modes[i % len(modes)]
+            save_image(root / name / f"{i}.png", mode, (20 + i, 16 + label), 40 + 80 * label)
+    return root

@@ -1,0 +1,106 @@
+"""Every file under conf/ composes, resolves, and instantiates into the objects train() uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lightyard.config import check_group_overrides, instantiate_all
+from lightyard.errors import UserError
+from tests.conftest import CONF_DIR, compose_train
+
+GROUPS = ["data", "model", "model/net", "callbacks", "logger", "trainer", "paths", "hydra", "debug"]
+GLOBAL_GROUPS = ["experiment", "hparams_search", "hydra/launcher"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def every_override() -> list[str]:
+    overrides = [f"{group}={name}" for group in GROUPS + GLOBAL_GROUPS for name in options(group)]
+    return [o for o in overrides if not o.startswith(("hydra=", "paths="))]
+
+
+def test_every_config_file_is_covered() -> None:
+    files = {str(p.relative_to(CONF_DIR).with_suffix("")) for p in CONF_DIR.rglob("*.yaml")}
+    covered = {o.replace("=", "/") for o in every_override()} | {"train", "hydra/default", "paths/default"}
+    assert files <= covered, f"not composed by any test: {sorted(files - covered)}"
+
+
+@pytest.mark.parametrize("override", every_override())
+def test_composes_and_resolves(override: str, tmp_path: Path) -> None:
+    extra = ["model.net.name=resnet18"] if override == "model/net=torchvision" else []
+    cfg = OmegaConf.to_container(compose_train([override, *extra], tmp_path), resolve=True)
+    assert cfg["trainer"]["_target_"] == "lightning.pytorch.Trainer"
+    assert cfg["paths"]["output_dir"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("name", options("data"))
+def test_data_configs_instantiate_with_a_spec(name: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"data={name}", f"data.root={tmp_path}"] if name != "digits" else [], tmp_path)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    if name == "imagefolder":  # needs class folders to know its classes
+        for cls in ("a", "b"):
+            (tmp_path / cls).mkdir()
+            (tmp_path / cls / "x.png").write_bytes(b"")
+    spec = datamodule.spec
+    assert spec.num_classes >= 2 and spec.channels in (1, 3)
+
+
+@pytest.mark.parametrize("name", [n for n in options("model/net") if n != "torchvision"])
+def test_net_configs_build_for_digits_and_rgb(name: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"model/net={name}"], tmp_path)
+    factory = hydra.utils.instantiate(cfg.model.net)
+    for channels, size, classes in ((1, 8, 10), (3, 32, 7)):
+        net = factory(num_classes=classes, in_channels=channels).eval()
+        with torch.no_grad():
+            assert net(torch.randn(2, channels, size, size)).shape == (2, classes)
+
+
+def test_default_callbacks_and_logger(tmp_path: Path) -> None:
+    cfg = compose_train(["logger=many", "callbacks=[default,early_stopping]"], tmp_path)
+    callbacks = {type(c).__name__ for c in instantiate_all(cfg.callbacks)}
+    assert {"ModelCheckpoint", "EarlyStopping", "LearningRateMonitor", "RichProgressBar"} <= callbacks
+    assert {"RichModelSummary", "PredictionSamples"} <= callbacks
+    assert {type(lg).__name__ for lg in instantiate_all(cfg.logger)} == {"TensorBoardLogger", "CSVLogger"}
+
+
+def test_slurm_launcher_follows_the_trainer(tmp_path: Path) -> None:
+    overrides = ["hydra/launcher=submitit_slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
+    cfg = compose_train(overrides, tmp_path, keep_hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+
+
+def test_optuna_search_space(tmp_path: Path) -> None:
+    cfg = compose_train(["hparams_search=optuna"], tmp_path, keep_hydra=True)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert set(cfg.hydra.sweeper.params) == {"model.optimizer.lr", "model.net.width", "data.batch_size"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data=foo"], "unknown data option 'foo': choose one of cifar10, digits"),
+        (["model/net=resnet19"], "unknown model/net option 'resnet19'"),
+        (["-m", "trainer=cpu,tpu"], "unknown trainer option 'tpu'"),
+        (["callbacks=[default,nope]"], "unknown callbacks option 'nope'"),
+    ],
+)
+def test_unknown_group_options_are_named(overrides: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        check_group_overrides(overrides, CONF_DIR)
+
+
+def test_valid_overrides_pass_the_check() -> None:
+    check_group_overrides(
+        ["data=cifar10", "model/net=resnet18", "callbacks=[default,early_stopping]", "trainer.devices=2",
+         "hydra/launcher=submitit_local", "experiment=cifar10_resnet18", "debug=null"],
+        CONF_DIR,
+    )  # fmt: skip

@@ -1,0 +1,75 @@
+"""Each user mistake gets one line naming the problem and the fix, a non-zero exit, and no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tests.conftest import QUIET, assert_ok, assert_user_error, run_train, save_image
+
+FAST = ["trainer.max_epochs=1", *QUIET]
+
+
+def test_missing_data_root(tmp_path: Path) -> None:
+    result = run_train(["data=imagefolder", f"data.root={tmp_path / 'nope'}", *FAST], cwd=tmp_path)
+    assert_user_error(result, "does not exist", "data.root=")
+
+
+def test_unset_data_root(tmp_path: Path) -> None:
+    assert_user_error(run_train(["data=imagefolder", *FAST], cwd=tmp_path), "data.root is not set")
+
+
+def test_empty_data_root(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run_train(["data=imagefolder", f"data.root={tmp_path / 'empty'}", *FAST], cwd=tmp_path)
+    assert_user_error(result, "is empty", "one subfolder of images per class")
+
+
+def test_class_folder_without_images(tmp_path: Path) -> None:
+    save_image(tmp_path / "images" / "cat" / "0.png", "RGB", (8, 8), 10)
+    (tmp_path / "images" / "dog").mkdir()
+    (tmp_path / "images" / "dog" / "notes.txt").write_text("no images here")
+    result = run_train(["data=imagefolder", f"data.root={tmp_path / 'images'}", *FAST], cwd=tmp_path)
+    assert_user_error(result, "class folder", "dog", "has no images")
+
+
+def test_unknown_net(tmp_path: Path) -> None:
+    result = run_train(["model/net=torchvision", "model.net.name=resnet19", *FAST], cwd=tmp_path)
+    assert_user_error(result, "no classification model named 'resnet19'", "resnet18", "lightyard nets")
+
+
+def test_unknown_config_group_option(tmp_path: Path) -> None:
+    result = run_train(["data=imagenet21k"], cwd=tmp_path)
+    assert_user_error(result, "unknown data option 'imagenet21k'", "digits")
+
+
+def test_more_gpus_than_present(tmp_path: Path) -> None:
+    wanted = torch.cuda.device_count() + 1
+    result = run_train(["trainer=gpu", f"trainer.devices={wanted}", *FAST], cwd=tmp_path)
+    assert_user_error(result, f"{wanted} GPU(s) requested", "trainer")
+
+
+def test_checkpoint_with_another_class_count(tmp_path: Path) -> None:
+    digits_run = tmp_path / "digits"
+    assert_ok(
+        run_train(["trainer.max_epochs=1", "test=false", f"hydra.run.dir={digits_run}", *QUIET], cwd=tmp_path)
+    )
+    ckpt = digits_run / "checkpoints" / "last.ckpt"
+    for label, name in enumerate(["a", "b", "c"]):
+        for i in range(6):
+            save_image(tmp_path / "three" / name / f"{i}.png", "L", (8, 8), 40 * label + i)
+    three_classes = [
+        "data=imagefolder",
+        f"data.root={tmp_path / 'three'}",
+        "data.channels=1",
+        "data.image_size=8",
+    ]
+    for how in (f"ckpt_path={ckpt}", f"model.net.weights={ckpt}"):
+        result = run_train([*three_classes, how, *FAST], cwd=tmp_path)
+        assert_user_error(result, "trained for 10 classes but the data has 3")
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    result = run_train([f"ckpt_path={tmp_path / 'missing.ckpt'}", *FAST], cwd=tmp_path)
+    assert_user_error(result, "does not exist")

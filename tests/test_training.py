@@ -1,0 +1,88 @@
+"""A real Trainer on digits: metrics, checkpoints, TensorBoard contents, reproducibility and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightyard.models.checkpoints import read_checkpoint
+from lightyard.training import train
+from tests.conftest import QUIET, compose_train
+from tests.tensorboard_reader import hparams_of, read_events
+
+STEPS_PER_EPOCH = 20  # 1,257 digits training images / batch 64
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
+    run_dir = tmp_path_factory.mktemp("short_run")
+    metrics = train(compose_train(["trainer.max_epochs=3", *QUIET], run_dir))
+    return run_dir, metrics
+
+
+def test_run_dir_holds_checkpoints_and_metrics(short_run: tuple[Path, dict[str, float]]) -> None:
+    run_dir, metrics = short_run
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 2
+    written = json.loads((run_dir / "metrics.json").read_text())
+    assert written == pytest.approx(metrics)
+    for name in ("test/acc", "test/acc_top5", "test/loss", "val/acc", "val/acc_best", "train/loss"):
+        assert 0.0 <= written[name] < 10.0, name
+    assert written["test/acc"] > 0.8  # three epochs of the default CNN already learn digits
+    assert written["val/acc_best"] >= written["val/acc"]
+
+
+def test_checkpoint_loads_with_weights_only(short_run: tuple[Path, dict[str, float]]) -> None:
+    run_dir, _ = short_run
+    checkpoint = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["preprocess"]["class_names"] == [str(d) for d in range(10)]
+
+
+def test_tensorboard_holds_scalars_images_and_hparams(short_run: tuple[Path, dict[str, float]]) -> None:
+    run_dir, metrics = short_run
+    events = read_events(run_dir / "tensorboard")
+    scalars = set(events.Tags()["scalars"])
+    expected = {
+        "train/loss_epoch",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/acc_best",
+        "test/loss",
+        "test/acc",
+    }
+    assert expected <= scalars
+    assert any(tag.startswith("lr-") for tag in scalars)
+    assert len(events.Scalars("val/acc")) == 3  # one point per epoch
+    images = set(events.Tags()["images"])
+    assert {"val/confusion_matrix", "test/confusion_matrix", "val/predictions", "test/predictions"} <= images
+    assert len(events.Images("val/confusion_matrix")) == 3  # not logged during the sanity check
+    hparams, metric_tags = hparams_of(events)
+    assert hparams["model/optimizer/lr"] == pytest.approx(0.003)
+    assert hparams["data/_target_"] == "lightyard.data.DigitsDataModule"
+    assert {"test/acc", "val/acc_best"} <= metric_tags
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+
+
+def test_same_seed_same_metrics(tmp_path: Path) -> None:
+    overrides = ["trainer.max_epochs=2", "seed=7", *QUIET, "logger=none"]
+    first = train(compose_train(overrides, tmp_path / "a"))
+    second = train(compose_train(overrides, tmp_path / "b"))
+    assert first == second
+    other = train(compose_train([*overrides, "seed=8"], tmp_path / "c"))
+    assert other["train/loss"] != first["train/loss"]
+
+
+def test_resume_continues_at_the_saved_epoch_and_step(tmp_path: Path) -> None:
+    train(compose_train(["trainer.max_epochs=2", *QUIET], tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(last)["global_step"] == 2 * STEPS_PER_EPOCH
+
+    train(compose_train(["trainer.max_epochs=4", f"ckpt_path={last}", *QUIET], tmp_path / "resumed"))
+    resumed = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert (resumed["epoch"], resumed["global_step"]) == (3, 4 * STEPS_PER_EPOCH)
+    epochs = [e.value for e in read_events(tmp_path / "resumed" / "tensorboard").Scalars("epoch")]
+    assert min(epochs) == 2  # epochs 0 and 1 were not trained again

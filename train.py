@@ -1,0 +1,29 @@
+"""Train an image classifier: `python train.py [group=option ...] [key=value ...]` (see README.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from lightyard.config import check_group_overrides
+from lightyard.errors import exit_on_user_error
+from lightyard.training import train
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    """Runs one training job; returns `optimized_metric` so Hydra sweepers (Optuna) can maximise it."""
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+if __name__ == "__main__":
+    exit_on_user_error(check_group_overrides)(sys.argv[1:], CONF_DIR)
+    main()
