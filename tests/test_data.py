@@ -23,7 +23,7 @@ def test_digits(tmp_path: Path) -> None:
 
 
 def test_cifar10_python_batches(cifar_root: Path, tmp_path: Path) -> None:
-    datamodule = CIFAR10DataModule(root=str(cifar_root), download=False)
+    datamodule = CIFAR10DataModule(root=str(cifar_root), download=False, val_fraction=0.1)
     datamodule.setup()
     assert [len(datamodule.datasets[s]) for s in ("train", "val", "test")] == [90, 10, 20]
     assert datamodule.spec.input_shape == (3, 32, 32)

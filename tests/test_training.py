@@ -19,7 +19,7 @@ STEPS_PER_EPOCH = 20  # 1,257 digits training images / batch 64
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
     run_dir = tmp_path_factory.mktemp("short_run")
-    metrics = train(compose_train(["trainer.max_epochs=3", *QUIET], run_dir))
+    metrics = train(compose_train(["trainer.max_epochs=3", "model.optimizer.lr=0.005", *QUIET], run_dir))
     return run_dir, metrics
 
 
@@ -56,12 +56,13 @@ def test_tensorboard_holds_scalars_images_and_hparams(short_run: tuple[Path, dic
     }
     assert expected <= scalars
     assert any(tag.startswith("lr-") for tag in scalars)
-    assert len(events.Scalars("val/acc")) == 3  # one point per epoch
+    val_steps = [e.step for e in events.Scalars("val/acc")]
+    assert val_steps[:3] == [STEPS_PER_EPOCH * (i + 1) - 1 for i in range(3)]  # one point per epoch
     images = set(events.Tags()["images"])
     assert {"val/confusion_matrix", "test/confusion_matrix", "val/predictions", "test/predictions"} <= images
     assert len(events.Images("val/confusion_matrix")) == 3  # not logged during the sanity check
     hparams, metric_tags = hparams_of(events)
-    assert hparams["model/optimizer/lr"] == pytest.approx(0.003)
+    assert hparams["model/optimizer/lr"] == pytest.approx(0.005)
     assert hparams["data/_target_"] == "lightyard.data.DigitsDataModule"
     assert {"test/acc", "val/acc_best"} <= metric_tags
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])

@@ -11,6 +11,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
@@ -61,6 +62,8 @@ def check_devices(trainer_cfg: DictConfig) -> None:
 
 def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
     check_devices(trainer_cfg)
+    if not loggers:  # logger=none: there is nowhere to monitor the learning rate to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     try:
         return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     except InstantiationException as err:

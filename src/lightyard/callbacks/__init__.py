@@ -1,5 +1,6 @@
 """lightyard's own Lightning callbacks (Lightning's built-ins are configured in conf/callbacks/)."""
 
+from lightyard.callbacks.best_checkpoint import BestCheckpoint
 from lightyard.callbacks.prediction_samples import PredictionSamples
 
-__all__ = ["PredictionSamples"]
+__all__ = ["BestCheckpoint", "PredictionSamples"]

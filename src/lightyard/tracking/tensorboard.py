@@ -48,7 +48,8 @@ def log_hparams(trainer: L.Trainer, config: Mapping[str, Any], metrics: Mapping[
     params = flatten_config(config)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics=dict(metrics))
+            # the metrics are logged once more at the final step: the HParams dashboard reads them there
+            logger.log_hyperparams(params, metrics=dict(metrics), step=trainer.global_step)
         else:
             logger.log_hyperparams(params)
         logger.save()
