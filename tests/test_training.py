@@ -46,13 +46,16 @@ def test_tensorboard_holds_scalars_images_and_hparams(short_run: tuple[Path, dic
     events = read_events(run_dir / "tensorboard")
     scalars = set(events.Tags()["scalars"])
     expected = {
-        "train/loss_epoch",
+        "train/loss",
+        "train/loss_step",
         "train/acc",
         "val/loss",
         "val/acc",
+        "val/acc_top5",
         "val/acc_best",
         "test/loss",
         "test/acc",
+        "test/acc_top5",
     }
     assert expected <= scalars
     assert any(tag.startswith("lr-") for tag in scalars)

@@ -1,4 +1,4 @@
-"""Map-style data sets that yield `(PIL image, label)`, so every source goes through `PreprocessSpec.apply`."""
+"""Map-style data sets of `(PIL image, label)`, so every source goes through `PreprocessSpec.apply`."""
 
 from __future__ import annotations
 

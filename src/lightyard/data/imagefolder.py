@@ -85,9 +85,7 @@ class ImageFolderDataModule(ImageDataModule):
                 )
             paths += files
             labels += [label] * len(files)
-        unknown = sorted(
-            p.name for p in folder.iterdir() if p.is_dir() and p.name not in self.class_names
-        )
+        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in self.class_names)
         if unknown:
             raise UserError(
                 f"{folder} has class folders {unknown} that train/ lacks: every split needs the same classes"

@@ -1,4 +1,4 @@
-"""CIFAR-10, MNIST and Fashion-MNIST through torchvision's downloaders, read without unpickling untrusted data.
+"""CIFAR-10, MNIST and Fashion-MNIST via torchvision's downloaders, read without unpickling untrusted data.
 
 torchvision downloads and checksums the archives (`download: true` when the network allows). MNIST's idx
 files are read by torchvision itself; CIFAR-10's python batches are pickles, so they are read here with an
@@ -11,6 +11,7 @@ import pickle
 from abc import abstractmethod
 from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from torchvision import datasets
@@ -146,7 +147,7 @@ class CIFAR10DataModule(TorchvisionDataModule):
 class _ArrayUnpickler(pickle.Unpickler):
     """Rebuilds dicts, lists, strings, bytes and numpy arrays; refuses every other global."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"),
@@ -168,4 +169,6 @@ def read_pickle_safely(path: Path) -> dict:
         with open(path, "rb") as f:
             return _ArrayUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise UserError(f"{path} is not a CIFAR-10 batch file ({err}): delete it and download again") from None
+        raise UserError(
+            f"{path} is not a CIFAR-10 batch file ({err}): delete it and download again"
+        ) from None
