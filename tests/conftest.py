@@ -45,7 +45,6 @@ def compose_train(overrides: list[str], run_dir: Path, keep_hydra: bool = False)
 def run_train(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):
     """`python train.py ARGS` in a subprocess, as a user would run it."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
-    full_env.pop("CUDA_VISIBLE_DEVICES", None)
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd,

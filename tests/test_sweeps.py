@@ -56,3 +56,14 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
     assert list(
         (tmp_path / ".submitit").iterdir()
     )  # submitit's own job folder: it really went through submitit
+
+
+def test_ddp_spawn_inside_a_multirun(tmp_path: Path) -> None:
+    result = run_train(
+        ["-m", "trainer=ddp_spawn", "trainer.accelerator=cpu", f"hydra.sweep.dir={tmp_path}", *QUICK],
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    (job,) = job_dirs(tmp_path)
+    assert json.loads((job / "metrics.json").read_text())["test/acc"] > 0.5

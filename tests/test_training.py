@@ -19,7 +19,8 @@ STEPS_PER_EPOCH = 20  # 1,257 digits training images / batch 64
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
     run_dir = tmp_path_factory.mktemp("short_run")
-    metrics = train(compose_train(["trainer.max_epochs=3", "model.optimizer.lr=0.005", *QUIET], run_dir))
+    overrides = ["trainer.max_epochs=3", "model.optimizer.lr=0.005", "logger=many", *QUIET]
+    metrics = train(compose_train(overrides, run_dir))
     return run_dir, metrics
 
 
@@ -33,6 +34,8 @@ def test_run_dir_holds_checkpoints_and_metrics(short_run: tuple[Path, dict[str, 
         assert 0.0 <= written[name] < 10.0, name
     assert written["test/acc"] > 0.8  # three epochs of the default CNN already learn digits
     assert written["val/acc_best"] >= written["val/acc"]
+    csv_header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "step", "train/loss", "val/acc", "test/acc"} <= set(csv_header)
 
 
 def test_checkpoint_loads_with_weights_only(short_run: tuple[Path, dict[str, float]]) -> None:

@@ -49,12 +49,17 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
 
 
 def check_devices(trainer_cfg: DictConfig) -> None:
-    """Refuse more GPUs than this machine has before Lightning does so with a traceback."""
+    """Refuse what this machine cannot run before Lightning does so with a traceback."""
     accelerator = str(trainer_cfg.get("accelerator", "auto"))
     devices = trainer_cfg.get("devices", 1)
+    available = torch.cuda.device_count()
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and available == 0)
+    if on_cpu and trainer_cfg.get("sync_batchnorm"):
+        raise UserError(
+            "trainer.sync_batchnorm=true needs CUDA GPUs: set trainer.sync_batchnorm=false on CPU"
+        )
     if accelerator not in ("gpu", "cuda") or not isinstance(devices, int) or devices < 1:
         return
-    available = torch.cuda.device_count()
     if devices > available:
         fix = f"trainer.devices={available}" if available else "trainer=cpu (or trainer.accelerator=cpu)"
         raise UserError(f"{devices} GPU(s) requested but this machine has {available}: use {fix}")
