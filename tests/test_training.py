@@ -74,6 +74,15 @@ def test_tensorboard_holds_scalars_images_and_hparams(short_run: tuple[Path, dic
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
 
 
+def test_evaluate_a_checkpoint_without_training(
+    short_run: tuple[Path, dict[str, float]], tmp_path: Path
+) -> None:
+    run_dir, metrics = short_run
+    best = run_dir / "checkpoints" / "best.ckpt"
+    evaluated = train(compose_train(["train=false", f"ckpt_path={best}", *QUIET], tmp_path))
+    assert evaluated["test/acc"] == metrics["test/acc"]
+
+
 def test_same_seed_same_metrics(tmp_path: Path) -> None:
     overrides = ["trainer.max_epochs=2", "seed=7", *QUIET, "logger=none"]
     first = train(compose_train(overrides, tmp_path / "a"))

@@ -45,8 +45,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = _as_floats(trainer.callback_metrics)
 
     if cfg.get("test", True):
-        best = _best_checkpoint(trainer)
-        _say(f"testing {'best checkpoint ' + best if best else 'current weights'}")
+        best = _best_checkpoint(trainer) or cfg.get("ckpt_path")  # train=false: evaluate the given one
+        _say(f"testing {'checkpoint ' + str(best) if best else 'current weights'}")
         trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=trainer.is_global_zero)
         metrics.update(_as_floats(trainer.callback_metrics))
 

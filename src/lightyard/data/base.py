@@ -92,6 +92,12 @@ class ImageDataModule(L.LightningDataModule, ABC):
             rest, held_out = train_test_split(indices, test_size=fraction, random_state=self.split_seed)
         return sorted(rest.tolist()), sorted(held_out.tolist())
 
+    def split_three_ways(self, labels: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+        """Seeded train/val/test indices of one pool, `val_fraction` and `test_fraction` of it held out."""
+        rest, test = self.split(labels, self.test_fraction)
+        train_pos, val_pos = self.split(labels[rest], self.val_fraction / (1.0 - self.test_fraction))
+        return [rest[i] for i in train_pos], [rest[i] for i in val_pos], test
+
     @property
     def per_device_batch_size(self) -> int:
         world_size = self.trainer.world_size if self.trainer is not None else 1

@@ -31,10 +31,7 @@ class DigitsDataModule(ImageDataModule):
 
     @cached_property
     def indices(self) -> tuple[list[int], list[int], list[int]]:
-        labels = self.samples.labels
-        rest, test = self.split(labels, self.test_fraction)
-        train_pos, val_pos = self.split(labels[rest], self.val_fraction / (1.0 - self.test_fraction))
-        return [rest[i] for i in train_pos], [rest[i] for i in val_pos], test
+        return self.split_three_ways(self.samples.labels)
 
     @cached_property
     def spec(self) -> PreprocessSpec:

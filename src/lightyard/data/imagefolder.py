@@ -108,11 +108,7 @@ class ImageFolderDataModule(ImageDataModule):
     def load_splits(self) -> Splits:
         if "all" in self.folders:
             everything = self.scan(self.folders["all"])
-            rest, test = self.split(everything.labels, self.test_fraction)
-            train_pos, val_pos = self.split(
-                everything.labels[rest], self.val_fraction / (1.0 - self.test_fraction)
-            )
-            train, val = [rest[i] for i in train_pos], [rest[i] for i in val_pos]
+            train, val, test = self.split_three_ways(everything.labels)
             return Splits(everything, train, everything, val, everything, test)
 
         train_source = self.scan(self.folders["train"])
