@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lightyard.config import check_group_overrides
-from lightyard.errors import exit_on_user_error
+from lightyard.errors import UserError, exit_on_user_error
 from lightyard.training import train
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -21,6 +23,10 @@ def main(cfg: DictConfig) -> float | None:
     """Runs one training job; returns `optimized_metric` so Hydra sweepers (Optuna) can maximise it."""
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
+    if name and name not in metrics and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise UserError(
+            f"optimized_metric={name} is not a metric of this run: use one of {', '.join(metrics)}"
+        )
     return metrics.get(name) if name else None
 
 

@@ -21,14 +21,21 @@ from lightyard.models import ClassifierModule, small_cnn
 
 
 class EpochTimer(L.Callback):
+    """Epoch times from one epoch start to the next (the last to the end of fit), so the module's
+    epoch-end work (metric compute and logging, which run after callbacks' epoch-end hooks) is counted."""
+
     def __init__(self) -> None:
-        self.seconds: list[float] = []
+        self.marks: list[float] = []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.start = time.perf_counter()
+        self.marks.append(time.perf_counter())
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds.append(time.perf_counter() - self.start)
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.marks.append(time.perf_counter())
+
+    @property
+    def seconds(self) -> list[float]:
+        return [end - start for start, end in zip(self.marks, self.marks[1:], strict=False)]
 
 
 def make_net(datamodule: DigitsDataModule) -> nn.Module:

@@ -38,6 +38,9 @@ def test_composes_and_resolves(override: str, tmp_path: Path) -> None:
     cfg = OmegaConf.to_container(compose_train([override, *extra], tmp_path), resolve=True)
     assert cfg["trainer"]["_target_"] == "lightning.pytorch.Trainer"
     assert cfg["paths"]["output_dir"] == str(tmp_path)
+    if override.startswith("hydra/launcher="):  # launcher configs live under the hydra node
+        launcher = compose_train([override], tmp_path, keep_hydra=True).hydra.launcher
+        assert OmegaConf.to_container(launcher, resolve=True)["submitit_folder"].startswith(str(tmp_path))
 
 
 @pytest.mark.parametrize("name", options("data"))
@@ -91,6 +94,10 @@ def test_optuna_search_space(tmp_path: Path) -> None:
         (["model/net=resnet19"], "unknown model/net option 'resnet19'"),
         (["-m", "trainer=cpu,tpu"], "unknown trainer option 'tpu'"),
         (["callbacks=[default,nope]"], "unknown callbacks option 'nope'"),
+        (
+            ["-m", "hydra/launcher=slurm"],
+            "unknown hydra/launcher option 'slurm': choose one of basic, submitit_local",
+        ),
     ],
 )
 def test_unknown_group_options_are_named(overrides: list[str], message: str) -> None:

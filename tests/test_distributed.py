@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from lightyard.models.checkpoints import read_checkpoint
-from tests.conftest import QUIET, assert_ok, run_train
+from lightyard.training import train
+from tests.conftest import QUIET, assert_ok, compose_train, run_train
 from tests.tensorboard_reader import read_events
 
 STEPS_PER_EPOCH = 20  # 1,257 images / global batch 64: each of 2 ranks takes 32 per step
@@ -33,11 +36,17 @@ def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [".hydra", "checkpoints", "tensorboard"]
     event_files = list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert event_files and len({f.name.split(".")[4] for f in event_files}) == 1  # written by one process
+    assert event_files and len({f.name.split(".")[-2] for f in event_files}) == 1  # one writer pid: rank zero
 
     # the global batch of 64 was split into 2 × 32: the step count per epoch is the single-process one
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS_PER_EPOCH
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test/acc"] > 0.8
     assert read_events(run / "tensorboard").Scalars("test/acc")[-1].value == metrics["test/acc"]
-    assert result.stdout.count("[lightyard] results in") == 1  # printed by rank zero only
+    assert result.stdout.count("[lightyard][INFO] - results in") == 1  # printed by rank zero only
+
+    # metrics are synchronised across ranks: the 2-process test accuracy is that of the whole test set
+    single = train(
+        compose_train(["train=false", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", *QUIET], tmp_path)
+    )
+    assert metrics["test/acc"] == pytest.approx(single["test/acc"], abs=1e-6)

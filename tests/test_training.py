@@ -97,8 +97,26 @@ def test_resume_continues_at_the_saved_epoch_and_step(tmp_path: Path) -> None:
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert read_checkpoint(last)["global_step"] == 2 * STEPS_PER_EPOCH
 
-    train(compose_train(["trainer.max_epochs=4", f"ckpt_path={last}", *QUIET], tmp_path / "resumed"))
-    resumed = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    # without a best-checkpoint callback, the test after a resumed fit uses the weights it ended with
+    resumed_overrides = [
+        "trainer.max_epochs=4",
+        f"ckpt_path={last}",
+        "callbacks.model_checkpoint=null",
+        *QUIET,
+    ]
+    metrics = train(compose_train(resumed_overrides, tmp_path / "resumed"))
+    resumed_last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    resumed = read_checkpoint(resumed_last)
     assert (resumed["epoch"], resumed["global_step"]) == (3, 4 * STEPS_PER_EPOCH)
     epochs = [e.value for e in read_events(tmp_path / "resumed" / "tensorboard").Scalars("epoch")]
     assert min(epochs) == 2  # epochs 0 and 1 were not trained again
+    final = train(compose_train(["train=false", f"ckpt_path={resumed_last}", *QUIET], tmp_path / "eval"))
+    assert metrics["test/acc"] == final["test/acc"]
+
+
+def test_rerunning_into_a_run_dir_resumes_it(tmp_path: Path) -> None:
+    """What a SLURM requeue or `hydra.run.dir=<crashed run>` does: continue from its last.ckpt."""
+    train(compose_train(["trainer.max_epochs=1", *QUIET], tmp_path))
+    train(compose_train(["trainer.max_epochs=2", *QUIET], tmp_path))
+    last = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert (last["epoch"], last["global_step"]) == (1, 2 * STEPS_PER_EPOCH)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,6 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from lightyard.errors import UserError
-
-# Groups that Hydra or its plugins provide themselves, not conf/.
-PLUGIN_GROUPS = ("hydra/",)
 
 
 def instantiate(config: DictConfig, **kwargs: Any) -> Any:
@@ -54,14 +52,15 @@ def check_devices(trainer_cfg: DictConfig) -> None:
     devices = trainer_cfg.get("devices", 1)
     available = torch.cuda.device_count()
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and available == 0)
-    if on_cpu and trainer_cfg.get("sync_batchnorm"):
+    several = not isinstance(devices, int) or devices != 1
+    if on_cpu and several and trainer_cfg.get("sync_batchnorm"):
         raise UserError(
             "trainer.sync_batchnorm=true needs CUDA GPUs: set trainer.sync_batchnorm=false on CPU"
         )
     if accelerator not in ("gpu", "cuda") or not isinstance(devices, int) or devices < 1:
         return
     if devices > available:
-        fix = f"trainer.devices={available}" if available else "trainer=cpu (or trainer.accelerator=cpu)"
+        fix = f"trainer.devices={available}" if available else "trainer=cpu"
         raise UserError(f"{devices} GPU(s) requested but this machine has {available}: use {fix}")
 
 
@@ -88,19 +87,35 @@ def check_group_overrides(overrides: Sequence[str], conf_dir: Path) -> None:
     """
     for override in overrides:
         match = _GROUP_OVERRIDE.match(override)
-        if not match:
+        if not match or "." in match["group"]:
             continue
-        group, value = match["group"], match["value"]
-        group_dir = conf_dir / group
-        if group.startswith(PLUGIN_GROUPS) or "." in group or not group_dir.is_dir():
-            continue
-        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
-        for choice in _choices(value):
+        group = match["group"]
+        options = group_options(group, conf_dir)
+        if not options:
+            continue  # not a config group: a plain key, left to Hydra
+        for choice in _choices(match["value"]):
             if choice not in options and choice not in ("null", "none", ""):
                 raise UserError(
-                    f"unknown {group} option '{choice}': choose one of {', '.join(options)} "
-                    f"(files in {group_dir})"
+                    f"unknown {group} option '{choice}': choose one of {', '.join(sorted(options))}"
                 )
+
+
+def group_options(group: str, conf_dir: Path) -> set[str]:
+    """Options of a config group: files under conf/, plus Hydra's and its plugins' for `hydra/...` groups."""
+    options = {p.stem for p in (conf_dir / group).glob("*.yaml")}
+    if group.startswith("hydra/"):
+        from hydra.core.config_store import ConfigStore
+        from hydra.core.plugins import Plugins
+
+        Plugins.instance()  # registers the installed plugins' configs (launchers, sweepers)
+        stored = ConfigStore.instance().repo
+        for part in group.split("/"):
+            stored = stored.get(part, {}) if isinstance(stored, dict) else {}
+        options |= {name.removesuffix(".yaml") for name in stored if name.endswith(".yaml")}
+        builtin = resources.files("hydra.conf").joinpath(group)
+        if builtin.is_dir():
+            options |= {e.name.removesuffix(".yaml") for e in builtin.iterdir() if e.name.endswith(".yaml")}
+    return options
 
 
 def _choices(value: str) -> list[str]:

@@ -7,6 +7,7 @@ rank zero only.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -18,9 +19,10 @@ from lightyard.config import build_trainer, instantiate, instantiate_all
 from lightyard.data import ImageDataModule
 from lightyard.io import write_json_atomic
 from lightyard.models.checkpoints import check_fits, net_state_dict, read_checkpoint
-from lightyard.tracking.tensorboard import log_hparams
+from lightyard.tracking.loggers import log_hparams
 
 METRICS_FILE = "metrics.json"
+log = logging.getLogger("lightyard")  # Hydra sends it to the console and <run>/train.log
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -32,20 +34,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     spec = datamodule.spec
     net = instantiate(cfg.model.net)(num_classes=spec.num_classes, in_channels=spec.channels)
     model = instantiate(cfg.model, net=net, preprocess=spec.to_dict(), _convert_="all")
-    if cfg.get("ckpt_path"):
-        check_fits(model.net, net_state_dict(read_checkpoint(cfg.ckpt_path)), cfg.ckpt_path)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = cfg.get("ckpt_path") or _interrupted_run(output_dir)
+    if ckpt_path:
+        check_fits(model.net, net_state_dict(read_checkpoint(ckpt_path)), ckpt_path)
 
     callbacks = instantiate_all(cfg.get("callbacks"))
     trainer = build_trainer(cfg.trainer, callbacks, instantiate_all(cfg.get("logger")))
-    output_dir = Path(cfg.paths.output_dir)
-    _say(f"run dir: {output_dir}")
+    _say(f"run dir: {output_dir}" + (f", resuming from {ckpt_path}" if ckpt_path else ""))
 
-    if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    training = cfg.get("train", True)
+    if training:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = _as_floats(trainer.callback_metrics)
 
     if cfg.get("test", True):
-        best = _best_checkpoint(trainer) or cfg.get("ckpt_path")  # train=false: evaluate the given one
+        # After training: the best epoch (or the current weights); with train=false: the given checkpoint.
+        best = _best_checkpoint(trainer) if training else ckpt_path
         _say(f"testing {'checkpoint ' + str(best) if best else 'current weights'}")
         trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=trainer.is_global_zero)
         metrics.update(_as_floats(trainer.callback_metrics))
@@ -55,6 +60,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_json_atomic(output_dir / METRICS_FILE, metrics)
         _report(output_dir, metrics, cfg.get("optimized_metric"))
     return metrics
+
+
+def _interrupted_run(output_dir: Path) -> Path | None:
+    """`last.ckpt` of a run dir that already has one: rerunning into it (SLURM requeue, `hydra.run.dir=`
+    after a crash) continues that run instead of starting over."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -71,7 +83,7 @@ def _as_floats(metrics: dict) -> dict[str, float]:
 
 @rank_zero_only
 def _say(message: str) -> None:
-    print(f"[lightyard] {message}", flush=True)
+    log.info(message)
 
 
 def _report(output_dir: Path, metrics: dict[str, float], optimized: str | None) -> None:

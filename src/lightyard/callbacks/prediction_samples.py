@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 
 from lightyard.tracking.figures import prediction_grid_figure
-from lightyard.tracking.tensorboard import log_figure
+from lightyard.tracking.loggers import log_figure
 
 
 class PredictionSamples(L.Callback):
@@ -41,6 +41,14 @@ class PredictionSamples(L.Callback):
         if batch_idx == 0 and dataloader_idx == 0:
             self._log(trainer, pl_module, outputs, batch, "val")
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if batch_idx == 0 and dataloader_idx == 0:
             self._log(trainer, pl_module, outputs, batch, "test")

@@ -60,7 +60,7 @@ class ImageFolderDataModule(ImageDataModule):
     @cached_property
     def class_names(self) -> tuple[str, ...]:
         base = self.folders.get("train", self.folders.get("all"))
-        names = tuple(sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")))
+        names = tuple(sorted(_class_folders(base)))
         if len(names) < 2:
             raise UserError(
                 f"{base} has {len(names)} class folder(s): an image classifier needs at least 2 "
@@ -85,7 +85,7 @@ class ImageFolderDataModule(ImageDataModule):
                 )
             paths += files
             labels += [label] * len(files)
-        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in self.class_names)
+        unknown = sorted(set(_class_folders(folder)) - set(self.class_names))  # val/ or test/ only
         if unknown:
             raise UserError(
                 f"{folder} has class folders {unknown} that train/ lacks: every split needs the same classes"
@@ -106,24 +106,26 @@ class ImageFolderDataModule(ImageDataModule):
         )
 
     def load_splits(self) -> Splits:
-        if "all" in self.folders:
-            everything = self.scan(self.folders["all"])
-            train, val, test = self.split_three_ways(everything.labels)
-            return Splits(everything, train, everything, val, everything, test)
+        """Split folders are used as they are; what is missing is split off the pool by `split_seed`.
 
-        train_source = self.scan(self.folders["train"])
-        train = list(range(len(train_source)))
-        test_source, test = train_source, []
-        if "test" in self.folders:
-            test_source = self.scan(self.folders["test"])
-            test = list(range(len(test_source)))
-        else:
-            train, test = self.split(train_source.labels, self.test_fraction)
-        val_source, val = train_source, []
-        if "val" in self.folders:
-            val_source = self.scan(self.folders["val"])
-            val = list(range(len(val_source)))
-        else:
-            train_pos, val_pos = self.split(train_source.labels[train], self.val_fraction)
-            train, val = [train[i] for i in train_pos], [train[i] for i in val_pos]
-        return Splits(train_source, train, val_source, val, test_source, test)
+        `val_fraction` and `test_fraction` are fractions of the images they are split from.
+        """
+        pool = self.scan(self.folders.get("train", self.folders.get("all")))
+        if "val" not in self.folders and "test" not in self.folders:
+            train, val, test = self.split_three_ways(pool.labels)
+            return Splits(pool, train, pool, val, pool, test)
+        train = list(range(len(pool)))
+        held_out = {}
+        for name, fraction in (("val", self.val_fraction), ("test", self.test_fraction)):
+            if name in self.folders:
+                source = self.scan(self.folders[name])
+                held_out[name] = (source, list(range(len(source))))
+            else:  # the other split has its own folder, so the pool is still whole here
+                train, indices = self.split(pool.labels, fraction)
+                held_out[name] = (pool, indices)
+        return Splits(pool, train, *held_out["val"], *held_out["test"])
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """Subfolder names, skipping hidden ones (.ipynb_checkpoints, .DS_Store folders, ...)."""
+    return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]

@@ -12,10 +12,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.tracking.figures import confusion_matrix_figure
-from lightyard.tracking.tensorboard import log_figure
+from lightyard.tracking.loggers import log_figure
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+Batch = tuple[torch.Tensor, torch.Tensor]  # images N×C×H×W, labels N
 
 
 def accuracy_metrics(num_classes: int, prefix: str, top5: bool = True) -> MetricCollection:
@@ -57,6 +58,7 @@ class ClassifierModule(L.LightningModule):
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run keeps its best so far
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -73,18 +75,18 @@ class ClassifierModule(L.LightningModule):
         getattr(self, f"{stage}_metrics").update(logits.detach(), y)
         return loss, logits.argmax(dim=1)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch, "train")
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
-    def validation_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         _, preds = self._step(batch, "val")
         self.val_confusion.update(preds, batch[1])
         return {"preds": preds}
 
-    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         _, preds = self._step(batch, "test")
         self.test_confusion.update(preds, batch[1])
         return {"preds": preds}
@@ -104,8 +106,10 @@ class ClassifierModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch_metrics("val")
-        if not self.trainer.sanity_checking:  # the sanity check's two batches are not an epoch
-            self.val_acc_best.update(values["val/acc"])
+        if self.trainer.sanity_checking:  # the sanity check's two batches are not an epoch
+            self.val_confusion.reset()
+            return
+        self.val_acc_best.update(values["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
         self._log_confusion("val")
 
@@ -117,8 +121,6 @@ class ClassifierModule(L.LightningModule):
         confusion: MulticlassConfusionMatrix = getattr(self, f"{stage}_confusion")
         matrix = confusion.compute()  # on every rank: compute() synchronises across processes
         confusion.reset()
-        if self.trainer.sanity_checking:
-            return
         log_figure(
             self.trainer,
             f"{stage}/confusion_matrix",

@@ -18,6 +18,7 @@ from lightyard.models.checkpoints import load_net_weights
 from lightyard.models.surgery import adapt_input_channels, replace_head
 
 GRID = 4  # SmallCNN's head sees a GRID × GRID map of features
+AUX_LOGIT_MODELS = ("inception_v3", "googlenet")
 
 
 class SmallCNN(nn.Module):
@@ -66,13 +67,17 @@ def classification_models() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)
 
 
-def torchvision_net(num_classes: int, in_channels: int, name: str, weights: str | None = None) -> nn.Module:
+def torchvision_net(
+    num_classes: int, in_channels: int, name: str | None, weights: str | None = None
+) -> nn.Module:
     """A torchvision classification model with its head and stem adapted to the data.
 
     `weights` is a torchvision weights name (`DEFAULT`, `IMAGENET1K_V1`, `ResNet18_Weights.IMAGENET1K_V2`),
     downloaded into torch's hub cache on first use, or the path of a local checkpoint.
     """
     available = classification_models()
+    if not name:
+        raise UserError("model/net=torchvision needs model.net.name=NAME: run `lightyard nets` for the list")
     if name not in available:
         close = difflib.get_close_matches(name, available, n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -80,18 +85,17 @@ def torchvision_net(num_classes: int, in_channels: int, name: str, weights: str 
             f"torchvision has no classification model named '{name}': {hint}"
             "run `lightyard nets` for the full list"
         )
-    if weights and _is_local(weights):
-        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-        adapt_input_channels(net, in_channels)
-        load_net_weights(net, weights)
-        return net
-    if not weights:
-        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-        adapt_input_channels(net, in_channels)
-        return net
-    net = torchvision.models.get_model(name, weights=_pretrained(name, weights))
+    local = weights if weights and _is_local(weights) else None
+    pretrained = _pretrained(name, weights) if weights and not local else None
+    # Auxiliary heads (inception_v3, googlenet) return extra outputs in training: the loss wants logits.
+    extra = {"aux_logits": False} if name in AUX_LOGIT_MODELS else {}
+    if pretrained is None:
+        extra["num_classes"] = num_classes
+    net = torchvision.models.get_model(name, weights=pretrained, **extra)
     replace_head(net, num_classes)
     adapt_input_channels(net, in_channels)
+    if local:
+        load_net_weights(net, local)
     return net
 
 

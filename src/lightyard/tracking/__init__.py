@@ -1,1 +1,1 @@
-"""What a run records: TensorBoard figures and hparams, and the run's metrics.json."""
+"""What a run records beyond scalars: figures for TensorBoard and the hparams every logger receives."""
