@@ -126,6 +126,9 @@ class ClassifierModule(L.LightningModule):
             f"{stage}/confusion_matrix",
             lambda: confusion_matrix_figure(matrix.cpu(), self.spec.class_names),
         )
+        # Rank zero spends a moment drawing; without this, under ddp_spawn another rank could finish the
+        # stage and tear down its process while rank zero is still due in a collective (seen as SIGABRT).
+        self.trainer.strategy.barrier("confusion_matrix_logged")
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(params=self.parameters())
