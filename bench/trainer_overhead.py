@@ -3,7 +3,7 @@
 Same network, data loader, batch size, optimizer and thread count; the two run alternately in one process
 and the median epoch time of each is compared. Target: ratio ≤ 1.10.
 
-    python bench/trainer_overhead.py [--epochs 8] [--rounds 3] [--batch-size 64]
+    python bench/trainer_overhead.py [--epochs 8] [--rounds 5] [--batch-size 64]
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
 

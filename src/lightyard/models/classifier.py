@@ -20,11 +20,17 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # images N×C×H×W, labels N
 
 
 def accuracy_metrics(num_classes: int, prefix: str, top5: bool = True) -> MetricCollection:
-    """Top-1 (and top-5) accuracy, micro-averaged: the fraction of images classified right."""
-    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    """Top-1 (and top-5) accuracy, micro-averaged: the fraction of images classified right.
+
+    Inputs are always logits and integer labels from `_step`, so per-update argument checks are skipped.
+    """
+    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)}
     if top5:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-    return MetricCollection(metrics, prefix=prefix)
+        top_k = min(5, num_classes)
+        metrics["acc_top5"] = MulticlassAccuracy(
+            num_classes, top_k=top_k, average="micro", validate_args=False
+        )
+    return MetricCollection(metrics, prefix=prefix, compute_groups=False)
 
 
 class ClassifierModule(L.LightningModule):
@@ -54,7 +60,10 @@ class ClassifierModule(L.LightningModule):
         self.train_metrics = accuracy_metrics(num_classes, "train/", top5=False)  # cheap per step
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # a NaN loss shows up in the logged mean instead of raising mid-epoch
+        self.train_loss, self.val_loss, self.test_loss = (
+            MeanMetric(nan_strategy="disable") for _ in range(3)
+        )
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.val_acc_best = MaxMetric()
