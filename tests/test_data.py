@@ -29,7 +29,8 @@ def test_cifar10_python_batches(cifar_root: Path, tmp_path: Path) -> None:
     assert [len(datamodule.datasets[s]) for s in ("train", "val", "test")] == [90, 10, 20]
     assert datamodule.spec.input_shape == (3, 32, 32)
     metrics = fast_dev_run(tmp_path, "data=cifar10", f"data.root={cifar_root}", "data.download=false",
-                           "data.num_workers=0", "data.batch_size=8")  # fmt: skip
+                           "data.num_workers=0", "data.batch_size=8",
+                           "model/net=mobilenet_v3_small")  # fmt: skip
     assert "test/acc" in metrics
 
 
@@ -64,7 +65,7 @@ def test_missing_torchvision_data_names_the_file(tmp_path: Path) -> None:
 
 def test_imagefolder_without_splits_mixed_modes(image_folder: Path, tmp_path: Path) -> None:
     metrics = fast_dev_run(tmp_path, "data=imagefolder", f"data.root={image_folder}", "data.num_workers=0",
-                           "data.image_size=16", "data.batch_size=4")  # fmt: skip
+                           "data.image_size=16", "data.batch_size=4", "model/net=resnet18")  # fmt: skip
     assert "test/acc" in metrics
     datamodule = ImageFolderDataModule(root=str(image_folder), image_size=16)
     datamodule.setup()
