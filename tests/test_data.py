@@ -27,7 +27,7 @@ def test_cifar10_python_batches(cifar_root: Path, tmp_path: Path) -> None:
     datamodule = CIFAR10DataModule(root=str(cifar_root), download=False, val_fraction=0.1)
     datamodule.setup()
     assert [len(datamodule.datasets[s]) for s in ("train", "val", "test")] == [90, 10, 20]
-    assert datamodule.spec.input_shape == (3, 32, 32)
+    assert (datamodule.spec.channels, datamodule.spec.height, datamodule.spec.width) == (3, 32, 32)
     metrics = fast_dev_run(tmp_path, "data=cifar10", f"data.root={cifar_root}", "data.download=false",
                            "data.num_workers=0", "data.batch_size=8",
                            "model/net=mobilenet_v3_small")  # fmt: skip

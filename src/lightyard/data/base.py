@@ -75,10 +75,6 @@ class ImageDataModule(L.LightningDataModule, ABC):
     def load_splits(self) -> Splits:
         """Sample data sets and the indices of each split."""
 
-    @property
-    def num_classes(self) -> int:
-        return self.spec.num_classes
-
     def split(self, labels: Sequence[int], fraction: float) -> tuple[list[int], list[int]]:
         """A seeded split of `range(len(labels))` into (rest, held out), stratified where it can be."""
         indices = np.arange(len(labels))

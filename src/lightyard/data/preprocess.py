@@ -63,10 +63,6 @@ class PreprocessSpec:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.height, self.width)
-
     def to_tensor(self, image: Image.Image) -> torch.Tensor:
         """Geometry and dtype only: a uint8 C×H×W tensor at the model's size, not yet normalised."""
         image = to_mode(image, self.channels)
