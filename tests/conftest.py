@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
@@ -21,6 +22,36 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+
+
+@pytest.fixture(autouse=True)
+def bentoml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets an empty model store of its own (train.py registers by default)."""
+    home = tmp_path / "bentoml"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "true")
+    return home
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """One real `python train.py` (3 epochs) that exports and registers: (run dir, its store, result)."""
+    root = tmp_path_factory.mktemp("trained")
+    run_dir, home = root / "run", root / "bentoml"
+    result = run_train(
+        ["trainer.max_epochs=3", f"hydra.run.dir={run_dir}", *QUIET],
+        cwd=root,
+        env={"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"},
+    )
+    assert_ok(result)
+    return run_dir, home, result
+
+
+@pytest.fixture
+def store_copy(trained: tuple[Path, Path, subprocess.CompletedProcess], bentoml_home: Path) -> Path:
+    """A private copy of the trained run's model store, as this test's `$BENTOML_HOME`."""
+    shutil.copytree(trained[1], bentoml_home)
+    return bentoml_home
 
 
 def compose_train(overrides: list[str], run_dir: Path, keep_hydra: bool = False) -> DictConfig:

@@ -29,3 +29,9 @@ def exit_on_user_error(func: Callable[P, R]) -> Callable[P, R]:
             raise SystemExit(EXIT_USER_ERROR) from None
 
     return wrapper
+
+
+def first_line(err: BaseException) -> str:
+    """A library exception as one line, for a `UserError` or a report: its type and first line."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__

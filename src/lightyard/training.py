@@ -1,8 +1,8 @@
 """`train(cfg)`: the whole training run as a plain function that returns its metrics.
 
 Builds the data module, network, LightningModule, callbacks, loggers and Trainer from the Hydra config,
-fits, tests the best checkpoint, and writes `metrics.json`. Files are written and messages printed on
-rank zero only.
+fits, tests the best checkpoint, exports and verifies it (ExportCallback), writes `metrics.json` and
+registers the verified artifacts. Files are written and messages printed on rank zero only.
 """
 
 from __future__ import annotations
@@ -15,10 +15,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lightyard.callbacks import ExportCallback
 from lightyard.config import build_trainer, instantiate, instantiate_all
 from lightyard.data import ImageDataModule
+from lightyard.errors import UserError
 from lightyard.io import write_json_atomic
+from lightyard.models import build_net
 from lightyard.models.checkpoints import check_fits, net_state_dict, read_checkpoint
+from lightyard.registry import ModelStore, register_export
+from lightyard.registry.store import check_model_name
 from lightyard.tracking.loggers import log_hparams
 
 METRICS_FILE = "metrics.json"
@@ -32,14 +37,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: ImageDataModule = instantiate(cfg.data)
     spec = datamodule.spec
-    net = instantiate(cfg.model.net)(num_classes=spec.num_classes, in_channels=spec.channels)
-    model = instantiate(cfg.model, net=net, preprocess=spec.to_dict(), _convert_="all")
+    net = build_net(cfg.model.net, spec)
+    net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
+    # net_config is passed after instantiation: Hydra would instantiate a dict that holds a `_target_`
+    module = instantiate(cfg.model, net=net, preprocess=spec.to_dict(), _partial_=True, _convert_="all")
+    model = module(net_config=net_config)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path") or _interrupted_run(output_dir)
     if ckpt_path:
         check_fits(model.net, net_state_dict(read_checkpoint(ckpt_path)), ckpt_path)
 
     callbacks = instantiate_all(cfg.get("callbacks"))
+    exporter = _exporter(cfg)
+    if exporter:
+        callbacks.append(exporter)
+    registering = _registering(cfg, exporter)
     trainer = build_trainer(cfg.trainer, callbacks, instantiate_all(cfg.get("logger")))
     _say(f"run dir: {output_dir}" + (f", resuming from {ckpt_path}" if ckpt_path else ""))
 
@@ -50,7 +62,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.get("test", True):
         # After training: the best epoch (or the current weights); with train=false: the given checkpoint.
-        best = _best_checkpoint(trainer) if training else ckpt_path
+        best = _tested_checkpoint(trainer, training, ckpt_path)
         _say(f"testing {'checkpoint ' + str(best) if best else 'current weights'}")
         trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=trainer.is_global_zero)
         metrics.update(_as_floats(trainer.callback_metrics))
@@ -59,7 +71,52 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_json_atomic(output_dir / METRICS_FILE, metrics)
         _report(output_dir, metrics, cfg.get("optimized_metric"))
+        if exporter and exporter.report:
+            passed = ", ".join(exporter.report.passed) or "no format"
+            _say(f"exported to {exporter.dirpath}/: {passed} passed the parity gate")
+        if registering and exporter.report:
+            _register(cfg, exporter, metrics, _tested_checkpoint(trainer, training, ckpt_path))
     return metrics
+
+
+def _exporter(cfg: DictConfig) -> ExportCallback | None:
+    """The export step, checked before training so a wrong option fails in seconds, not after the run."""
+    export = cfg.get("export")
+    if not export or not export.enabled:
+        return None
+    if not cfg.get("test", True):
+        _say("export skipped: it exports the tested weights, and test=false")
+        return None
+    return ExportCallback(export.dir, list(export.formats), export.opset, export.atol, export.images)
+
+
+def _registering(cfg: DictConfig, exporter: ExportCallback | None) -> bool:
+    register = cfg.get("register")
+    if not register or not register.enabled:
+        return False
+    if exporter is None:
+        _say("registration skipped: it registers the exported artifacts, and export is off")
+        return False
+    check_model_name(register.name)
+    if register.stage not in (None, "none", "staging", "production"):
+        raise UserError(f"register.stage={register.stage} is not a stage: use staging, production or null")
+    return True
+
+
+def _register(cfg: DictConfig, exporter: ExportCallback, metrics: dict, checkpoint: str | None) -> None:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    lineage = {
+        "parents": [],
+        "steps": [{"step": "train", "run_dir": str(cfg.paths.output_dir), "checkpoint": str(checkpoint)}],
+    }
+    store = ModelStore()
+    version = register_export(
+        exporter.dirpath, cfg.register.name, metrics=metrics, config=config, lineage=lineage, store=store
+    )
+    if cfg.register.stage not in (None, "none"):
+        store.set_stage(version.tag, cfg.register.stage)
+    stage = f" ({cfg.register.stage})" if cfg.register.stage not in (None, "none") else ""
+    _say(f"registered as {version.tag}{stage} in {store.models}: lightyard models show {version.tag}")
 
 
 def _interrupted_run(output_dir: Path) -> Path | None:
@@ -67,6 +124,10 @@ def _interrupted_run(output_dir: Path) -> Path | None:
     after a crash) continues that run instead of starting over."""
     last = output_dir / "checkpoints" / "last.ckpt"
     return last if last.is_file() else None
+
+
+def _tested_checkpoint(trainer: L.Trainer, training: bool, ckpt_path: str | None) -> str | None:
+    return _best_checkpoint(trainer) if training else ckpt_path
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:

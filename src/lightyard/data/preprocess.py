@@ -81,6 +81,11 @@ class PreprocessSpec:
         """An image (any size and mode) to the model's float C×H×W input."""
         return self.normalize(self.to_tensor(image))
 
+    def input_from_file(self, source: str | os.PathLike | bytes) -> torch.Tensor:
+        """An image file (path or bytes) to the model's input: the one path an image takes for export
+        checks, the CLI and the server."""
+        return self.apply(load_image(source))
+
     def denormalize(self, inputs: torch.Tensor) -> torch.Tensor:
         """Model input back to [0, 1] pixels, for logging image grids."""
         mean = torch.tensor(self.mean, device=inputs.device).view(-1, 1, 1)

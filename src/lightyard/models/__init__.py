@@ -1,6 +1,6 @@
 """Networks and the LightningModules that train them."""
 
 from lightyard.models.classifier import ClassifierModule
-from lightyard.models.nets import SmallCNN, small_cnn, torchvision_net
+from lightyard.models.nets import SmallCNN, build_net, small_cnn, torchvision_net
 
-__all__ = ["ClassifierModule", "SmallCNN", "small_cnn", "torchvision_net"]
+__all__ = ["ClassifierModule", "SmallCNN", "build_net", "small_cnn", "torchvision_net"]

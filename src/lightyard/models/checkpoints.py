@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lightyard.errors import UserError
+from lightyard.errors import UserError, first_line
 from lightyard.models.surgery import last_linear
 
 NET_PREFIX = "net."  # ClassifierModule keeps its network as `self.net`
@@ -22,8 +22,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"checkpoint {path} cannot be read safely ({first_line})") from None
+        raise UserError(f"checkpoint {path} cannot be read safely ({first_line(err)})") from None
     if not isinstance(checkpoint, dict):
         raise UserError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict")
     return checkpoint

@@ -37,8 +37,8 @@ class ClassifierModule(L.LightningModule):
     """Trains `net` with cross-entropy; logs `{train,val,test}/{loss,acc}`, val/test top-5, `val/acc_best`.
 
     The optimizer and scheduler arrive as Hydra partials (`torch.optim.AdamW` with `lr` bound, …) and get
-    the parameters here. The preprocessing spec is stored in the checkpoint's hyperparameters, so a
-    checkpoint says which inputs it expects.
+    the parameters here. The preprocessing spec and the `model.net` config are stored in the checkpoint's
+    hyperparameters, so a checkpoint says which inputs it expects and how to rebuild its network.
     """
 
     def __init__(
@@ -48,6 +48,7 @@ class ClassifierModule(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         label_smoothing: float = 0.0,
+        net_config: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)

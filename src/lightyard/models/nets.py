@@ -7,18 +7,22 @@ same net config works for 8×8 grayscale digits and 224×224 RGB photos.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
+from lightyard.config import instantiate
+from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
 from lightyard.models.checkpoints import load_net_weights
 from lightyard.models.surgery import adapt_input_channels, replace_head
 
 GRID = 4  # SmallCNN's head sees a GRID × GRID map of features
 AUX_LOGIT_MODELS = ("inception_v3", "googlenet")
+TRUSTED_BUILDERS = ("lightyard.models.",)  # the only targets a stored net config may name
 
 
 class SmallCNN(nn.Module):
@@ -61,6 +65,25 @@ def small_cnn(
     if weights:
         load_net_weights(net, weights)
     return net
+
+
+def build_net(config: Mapping, spec: PreprocessSpec, *, trusted: bool = True) -> nn.Module:
+    """The network a `model.net` config describes, sized for the data's classes and channels.
+
+    Training builds from its own config (`trusted`). A config read back from a checkpoint or the registry
+    may only name lightyard's own builders, is built without pretrained weights (the stored state dict
+    replaces them), and so can neither run arbitrary code nor reach the network.
+    """
+    config = dict(config)
+    target = str(config.get("_target_", ""))
+    if not trusted:
+        if not target.startswith(TRUSTED_BUILDERS):
+            raise UserError(
+                f"stored network config names '{target}', which is not a lightyard network builder"
+            )
+        config["weights"] = None
+    builder = instantiate({**config, "_partial_": True})
+    return builder(num_classes=spec.num_classes, in_channels=spec.channels)
 
 
 def classification_models() -> list[str]:

@@ -25,6 +25,15 @@ def log_figure(trainer: L.Trainer, tag: str, make_figure: Callable[[], Figure]) 
     plt.close(figure)
 
 
+def log_scalars(trainer: L.Trainer, values: Mapping[str, float]) -> None:
+    """Scalars at the current step to every logger (from rank zero), outside Lightning's `self.log`."""
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics(dict(values), step=trainer.global_step)
+        logger.save()
+
+
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested config as `{"model/optimizer/lr": 0.003, …}` with values TensorBoard's HParams accept."""
     flat: dict[str, Any] = {}

@@ -1,0 +1,111 @@
+"""`lightyard export CKPT`: the same export and parity gate as training's export step, from a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lightyard.errors import UserError
+
+if TYPE_CHECKING:  # torch and the data package load only when the command runs
+    import torch
+
+    from lightyard.data.preprocess import PreprocessSpec
+
+FORMAT_NAMES = ("onnx", "torchscript", "pt2")
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser("export", help="export a checkpoint to ONNX / TorchScript / .pt2, verified")
+    export.add_argument(
+        "checkpoint", type=Path, help="a Lightning checkpoint, e.g. <run>/checkpoints/best.ckpt"
+    )
+    export.add_argument(
+        "--formats", default=",".join(FORMAT_NAMES), help=f"comma-separated: {', '.join(FORMAT_NAMES)}"
+    )
+    export.add_argument("--out", type=Path, help="output folder (default: <run>/export)")
+    export.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    export.add_argument("--atol", type=float, default=1e-4, help="largest |Δlogit| allowed")
+    export.add_argument(
+        "--images",
+        type=Path,
+        help="a folder of image files for the parity gate (default: the run's test split)",
+    )
+    export.add_argument("--count", type=int, default=32, help="images through the parity gate")
+    export.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from lightyard.data.preprocess import PreprocessSpec
+    from lightyard.export import export_model
+    from lightyard.export.exporter import check_formats
+    from lightyard.models import build_net
+    from lightyard.models.checkpoints import check_fits, net_state_dict, read_checkpoint
+
+    formats = check_formats([f.strip() for f in args.formats.split(",") if f.strip()])
+    checkpoint = read_checkpoint(args.checkpoint)
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "preprocess" not in hparams:
+        raise UserError(f"{args.checkpoint} is not a lightyard checkpoint: it has no preprocessing spec")
+    spec = PreprocessSpec.from_dict(hparams["preprocess"])
+    run_dir = args.checkpoint.resolve().parent.parent
+    net_config = hparams.get("net_config") or _run_config(run_dir, "model").get("net")
+    if not net_config:
+        raise UserError(
+            f"{args.checkpoint} does not say which network it holds, and {run_dir} has no .hydra/"
+        )
+    net = build_net(net_config, spec, trusted=False)
+    state = net_state_dict(checkpoint)
+    check_fits(net, state, args.checkpoint)
+    net.load_state_dict(state)
+
+    inputs = (
+        _folder_images(args.images, spec, args.count) if args.images else _test_images(run_dir, args.count)
+    )
+    out = args.out or run_dir / "export"
+    report = export_model(
+        net, spec, inputs, out, net_config=dict(net_config), formats=formats, opset=args.opset, atol=args.atol
+    )
+    for fmt, entry in report.formats.items():
+        verdict = "passed" if entry["passed"] else entry.get("error", "failed")
+        print(f"{fmt:<12} {entry['file']:<22} {verdict}")
+    print(f"exported to {out}/ (export.json has the parity figures)")
+    if len(report.passed) < len(formats):
+        raise UserError(f"{len(formats) - len(report.passed)} format(s) failed: see the lines above")
+
+
+def _run_config(run_dir: Path, key: str) -> dict:
+    from omegaconf import OmegaConf
+
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False).get(key) or {}
+
+
+def _test_images(run_dir: Path, count: int) -> torch.Tensor:
+    """The first `count` test images of the run that wrote the checkpoint, through its data module."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from lightyard.config import instantiate
+
+    data = _run_config(run_dir, "data")
+    if not data:
+        raise UserError(f"no test images: {run_dir} has no .hydra/config.yaml; pass --images DIR")
+    datamodule = instantiate(OmegaConf.create(data))
+    datamodule.setup("test")
+    images = [image for image, _ in (datamodule.datasets["test"][i] for i in range(count))]
+    return torch.stack(images)
+
+
+def _folder_images(folder: Path, spec: PreprocessSpec, count: int) -> torch.Tensor:
+    import torch
+
+    from lightyard.data.preprocess import IMAGE_EXTENSIONS
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:count]
+    if len(files) < 2:
+        raise UserError(f"{folder} has {len(files)} image file(s): the parity gate needs at least 2")
+    return torch.stack([spec.input_from_file(path) for path in files])

@@ -1,0 +1,152 @@
+"""`export_model`: the one export entry point, used by the export callback and by `lightyard export`.
+
+For each requested format it writes the artifact, loads it back in its own runtime and runs the parity
+gate. Artifacts that fail are moved to `rejected/` and marked in `export.json`, so nothing downstream
+(registration, serving) can pick them up. The preprocessing spec, the class names and the state dict are
+written beside them: an export folder is complete on its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lightyard.data.preprocess import PreprocessSpec
+from lightyard.errors import UserError, first_line
+from lightyard.export.formats import FORMATS
+from lightyard.export.parity import DEFAULT_ATOL, check_parity
+from lightyard.io import write_json_atomic
+
+MANIFEST = "export.json"
+PREPROCESS = "preprocess.json"
+LABELS = "labels.txt"
+STATE_DICT = "model.pt"
+REJECTED = "rejected"
+
+log = logging.getLogger("lightyard")
+
+
+@dataclass
+class ExportReport:
+    """What `export.json` says: per format, the file, how it was made, its parity figures or the reason."""
+
+    out_dir: Path
+    net_config: dict
+    formats: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> list[str]:
+        return [name for name, entry in self.formats.items() if entry["passed"]]
+
+    @property
+    def files(self) -> list[str]:
+        """The files a registered version carries: passing artifacts, weights, preprocessing, labels."""
+        return [STATE_DICT, PREPROCESS, LABELS, *(self.formats[name]["file"] for name in self.passed)]
+
+    def to_dict(self) -> dict:
+        return {
+            "net": self.net_config,
+            "state_dict": STATE_DICT,
+            "preprocess": PREPROCESS,
+            "labels": LABELS,
+            "formats": self.formats,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> ExportReport:
+        path = Path(out_dir) / MANIFEST
+        if not path.is_file():
+            raise UserError(f"{out_dir} has no {MANIFEST}: it is not an export folder (run lightyard export)")
+        data = json.loads(path.read_text())
+        return cls(Path(out_dir), data["net"], data["formats"])
+
+
+def check_formats(formats: Sequence[str]) -> list[str]:
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown or not formats:
+        raise UserError(
+            f"unknown export format {', '.join(unknown) or '(none given)'}: choose from {', '.join(FORMATS)}"
+        )
+    return list(dict.fromkeys(formats))
+
+
+def export_model(
+    net: nn.Module,
+    spec: PreprocessSpec,
+    inputs: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    net_config: dict,
+    formats: Sequence[str] = tuple(FORMATS),
+    opset: int | None = None,
+    atol: float = DEFAULT_ATOL,
+) -> ExportReport:
+    """Export `net` (any device or precision; a CPU float32 copy in eval mode is exported) to `out_dir`.
+
+    `inputs` are real preprocessed images (N×C×H×W, N ≥ 2): the gate runs them at batch 1 and batch N.
+    `net_config` is the `model.net` config that rebuilds the architecture; it is recorded, not used.
+    """
+    formats = check_formats(formats)
+    if len(inputs) < 2:
+        raise UserError("export needs at least 2 test images for the parity gate")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net = copy.deepcopy(net).to("cpu", torch.float32).eval()
+    inputs = inputs.detach().to("cpu", torch.float32)
+
+    torch.save(net.state_dict(), out_dir / STATE_DICT)
+    spec.save(out_dir / PREPROCESS)
+    (out_dir / LABELS).write_text("".join(f"{name}\n" for name in spec.class_names))
+
+    report = ExportReport(out_dir, net_config)
+    for name in formats:
+        report.formats[name] = _export_one(name, net, inputs, out_dir, opset, atol)
+    write_json_atomic(out_dir / MANIFEST, report.to_dict())
+    return report
+
+
+def _export_one(
+    name: str, net: nn.Module, inputs: torch.Tensor, out_dir: Path, opset: int | None, atol: float
+) -> dict:
+    fmt = FORMATS[name]
+    path = out_dir / fmt.filename
+    rejected = out_dir / REJECTED / fmt.filename
+    rejected.unlink(missing_ok=True)
+    entry: dict = {"file": fmt.filename, "passed": False}
+    started = time.perf_counter()
+    try:
+        entry.update(fmt.write(net, inputs[:2], path, opset))
+    except Exception as err:
+        path.unlink(missing_ok=True)
+        entry["error"] = f"could not export: {first_line(err)}"
+        log.warning(f"export {name}: {entry['error']}")
+        return entry
+    entry["export_seconds"] = round(time.perf_counter() - started, 3)
+    try:
+        parity = check_parity(fmt.load(path), net, inputs, atol)
+    except Exception as err:
+        entry["error"] = f"could not run in its runtime: {first_line(err)}"
+    else:
+        entry["parity"] = parity.to_dict()
+        entry["passed"] = parity.passed
+        if not parity.passed:
+            entry["error"] = f"failed the parity gate: {parity.summary()}"
+    if entry["passed"]:
+        log.info(f"export {name}: {path} passed: {parity.summary()}")
+    else:
+        rejected.parent.mkdir(exist_ok=True)
+        path.replace(rejected)
+        entry["file"] = f"{REJECTED}/{fmt.filename}"
+        log.warning(f"export {name}: {entry['error']}; moved to {rejected}, it will not be registered")
+    return entry

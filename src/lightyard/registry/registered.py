@@ -1,0 +1,159 @@
+"""Registering an export folder as a model version, and loading a version back, checksums first."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata as package_metadata
+from pathlib import Path
+
+from torch import nn
+
+from lightyard.data.preprocess import PreprocessSpec
+from lightyard.errors import UserError
+from lightyard.export.exporter import LABELS, PREPROCESS, STATE_DICT, ExportReport
+from lightyard.models.checkpoints import check_fits, read_checkpoint
+from lightyard.models.nets import build_net
+from lightyard.registry.store import ModelStore, Version, damaged_files
+
+FRAMEWORKS = ("torch", "torchvision", "lightning", "onnx", "onnxruntime", "bentoml", "lightyard")
+
+
+def register_export(
+    export_dir: str | Path,
+    name: str,
+    *,
+    metrics: dict[str, float],
+    config: dict,
+    lineage: dict,
+    store: ModelStore | None = None,
+) -> Version:
+    """Register the artifacts of `export_dir` that passed the parity gate, with everything needed to
+    trust and reproduce them: metrics, config, parity figures, preprocessing, lineage, versions, commit."""
+    export_dir = Path(export_dir)
+    report = ExportReport.load(export_dir)
+    rejected = {fmt: entry.get("error", "") for fmt, entry in report.formats.items() if not entry["passed"]}
+    metadata = {
+        "metrics": metrics,
+        "config": json.dumps(config, sort_keys=True),  # BentoML metadata cannot hold the config's nulls
+        "preprocess": PreprocessSpec.load(export_dir / PREPROCESS).to_dict(),
+        "net": report.net_config,
+        "formats": {fmt: report.formats[fmt] for fmt in report.passed},
+        "rejected": rejected,
+        "lineage": lineage,
+        "git_commit": git_commit() or "unknown",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    files = {relative: export_dir / relative for relative in report.files}
+    return (store or ModelStore()).add(name, files, metadata, framework_versions())
+
+
+def stored_config(metadata: dict) -> dict:
+    return json.loads(metadata.get("config") or "{}")
+
+
+def framework_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in FRAMEWORKS:
+        try:
+            versions[package] = package_metadata.version(package)
+        except package_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the lightyard checkout that produced the model (`+dirty` with local changes)."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A verified model version: its files, metadata and preprocessing, and ways to run it.
+
+    Only ONNX and the state dict are loaded for you: `model.ts` and `model.pt2` load through pickle-based
+    readers, so their paths are given (`file("torchscript")`) for runtimes you choose to trust.
+    """
+
+    version: Version
+    spec: PreprocessSpec
+
+    @property
+    def tag(self) -> str:
+        return self.version.tag
+
+    @property
+    def path(self) -> Path:
+        return self.version.path
+
+    @property
+    def metadata(self) -> dict:
+        return self.version.metadata
+
+    @property
+    def stage(self) -> str:
+        return self.version.stage
+
+    @property
+    def config(self) -> dict:
+        """The resolved training config."""
+        return stored_config(self.metadata)
+
+    def file(self, fmt: str) -> Path:
+        """The registered file of an export format (`onnx`, `torchscript`, `pt2`)."""
+        formats = self.metadata.get("formats", {})
+        if fmt not in formats:
+            raise UserError(f"{self.tag} has no {fmt} artifact (registered: {', '.join(formats) or 'none'})")
+        return self.path / formats[fmt]["file"]
+
+    def onnx_session(self, threads: int | None = None, providers: list[str] | None = None):
+        """An ONNX Runtime session; `threads` caps intra-op threads (workers × threads ≈ cores)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        return ort.InferenceSession(
+            str(self.file("onnx")), options, providers=providers or ["CPUExecutionProvider"]
+        )
+
+    def net(self) -> nn.Module:
+        """The eager network in eval mode, rebuilt from the stored config and state dict."""
+        net = build_net(self.metadata["net"], self.spec, trusted=False)
+        state = read_checkpoint(self.path / STATE_DICT)  # weights_only=True
+        check_fits(net, state, f"{self.tag}/{STATE_DICT}")
+        net.load_state_dict(state)
+        return net.eval()
+
+    def class_names(self) -> list[str]:
+        return (self.path / LABELS).read_text().splitlines()
+
+
+def load(ref: str, store: ModelStore | None = None) -> RegisteredModel:
+    """`name:version`, `name:latest` or `name@stage`, after verifying every file against its sha256."""
+    version = (store or ModelStore()).resolve(ref)
+    verify(version)
+    return RegisteredModel(version, PreprocessSpec.load(version.path / PREPROCESS))
+
+
+def verify(version: Version) -> None:
+    problems = damaged_files(version)
+    if problems:
+        raise UserError(
+            f"{version.tag} failed verification: {'; '.join(problems)} "
+            f"(in {version.path}): restore the file or register the model again"
+        )
