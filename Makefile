@@ -26,8 +26,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-bench: $(STAMP)  ## Trainer vs plain PyTorch loop, seconds per epoch
+bench: $(STAMP)  ## Trainer vs plain loop per epoch; seconds export + registration add to train.py
 	$(BIN)/python bench/trainer_overhead.py
+	$(BIN)/python bench/export_overhead.py
 
 clean:
 	rm -rf logs/ .pytest_cache/ .ruff_cache/

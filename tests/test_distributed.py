@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lightyard.models.checkpoints import read_checkpoint
+from lightyard.registry import ModelStore
 from lightyard.training import train
 from tests.conftest import QUIET, assert_ok, compose_train, run_train
 from tests.tensorboard_reader import read_events
@@ -34,7 +35,12 @@ def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
     assert len(run_dirs) == 1, run_dirs
     run = run_dirs[0]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [".hydra", "checkpoints", "tensorboard"]
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [
+        ".hydra",
+        "checkpoints",
+        "export",
+        "tensorboard",
+    ]
     event_files = list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert event_files and len({f.name.split(".")[-2] for f in event_files}) == 1  # one writer pid: rank zero
 
@@ -44,6 +50,12 @@ def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
     assert metrics["test/acc"] > 0.8
     assert read_events(run / "tensorboard").Scalars("test/acc")[-1].value == metrics["test/acc"]
     assert result.stdout.count("[lightyard][INFO] - results in") == 1  # printed by rank zero only
+    # exported and registered once, by rank zero
+    assert all(
+        entry["passed"]
+        for entry in json.loads((run / "export" / "export.json").read_text())["formats"].values()
+    )
+    assert len(ModelStore().versions("digits-cnn")) == 1
 
     # metrics are synchronised across ranks: the 2-process test accuracy is that of the whole test set
     single = train(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from lightyard.registry import ModelStore
 from tests.conftest import QUIET, assert_ok, run_train
 
 QUICK = ["trainer.max_epochs=1", *QUIET]
@@ -67,3 +68,6 @@ def test_ddp_spawn_inside_a_multirun(tmp_path: Path) -> None:
     assert "Starting with 2 processes" in result.stdout + result.stderr
     (job,) = job_dirs(tmp_path)
     assert json.loads((job / "metrics.json").read_text())["test/acc"] > 0.5
+    # the export ran in a spawned worker; the main process registered what it wrote
+    assert "passed the parity gate" in result.stdout
+    assert [v.stage for v in ModelStore().versions("digits-cnn")] == ["none"]

@@ -19,6 +19,7 @@ from lightyard.callbacks import ExportCallback
 from lightyard.config import build_trainer, instantiate, instantiate_all
 from lightyard.data import ImageDataModule
 from lightyard.errors import UserError
+from lightyard.export.exporter import ExportReport
 from lightyard.io import write_json_atomic
 from lightyard.models import build_net
 from lightyard.models.checkpoints import check_fits, net_state_dict, read_checkpoint
@@ -71,10 +72,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_json_atomic(output_dir / METRICS_FILE, metrics)
         _report(output_dir, metrics, cfg.get("optimized_metric"))
-        if exporter and exporter.report:
-            passed = ", ".join(exporter.report.passed) or "no format"
+        if exporter:
+            # read from disk: under ddp_spawn the export ran in a worker process
+            passed = ", ".join(ExportReport.load(exporter.dirpath).passed) or "no format"
             _say(f"exported to {exporter.dirpath}/: {passed} passed the parity gate")
-        if registering and exporter.report:
+        if registering:
             _register(cfg, exporter, metrics, _tested_checkpoint(trainer, training, ckpt_path))
     return metrics
 
