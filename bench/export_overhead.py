@@ -47,12 +47,14 @@ def main() -> None:
             for mode, overrides in (("off", OFF), ("on", [])):
                 seconds = run(overrides, workdir, workdir / "bentoml", f"{mode}{round_}")
                 times[mode].append(seconds)
-                print(f"round {round_ + 1}/{args.rounds}: export+register {mode:<3} {seconds:6.1f} s", flush=True)
+                label = f"round {round_ + 1}/{args.rounds}: export+register {mode:<3}"
+                print(f"{label} {seconds:6.1f} s", flush=True)
         steps = json.loads((workdir / "on0" / "export" / "export.json").read_text())["formats"]
     on, off = statistics.mean(times["on"]), statistics.mean(times["off"])
     print(f"\npython train.py, mean of {args.rounds}: {off:.1f} s without export+register, {on:.1f} s with")
     print(f"added: {on - off:+.1f} s (ratio {on / off:.2f}); target ≤ {TARGET_SECONDS:.0f} s added")
-    print("export seconds per format: " + ", ".join(f"{k} {v['export_seconds']:.2f}" for k, v in steps.items()))
+    per_format = ", ".join(f"{name} {entry['export_seconds']:.2f}" for name, entry in steps.items())
+    print(f"export seconds per format: {per_format}")
     print("runs were written to a temporary folder and removed")
 
 
