@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from lightyard.config import CONF_DIR, compose_train
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+__all__ = ["CONF_DIR", "compose_train"]
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 
 
@@ -52,25 +50,6 @@ def store_copy(trained: tuple[Path, Path, subprocess.CompletedProcess], bentoml_
     """A private copy of the trained run's model store, as this test's `$BENTOML_HOME`."""
     shutil.copytree(trained[1], bentoml_home)
     return bentoml_home
-
-
-def compose_train(overrides: list[str], run_dir: Path, keep_hydra: bool = False) -> DictConfig:
-    """The config `python train.py OVERRIDES` would run with, its run dir set to `run_dir`.
-
-    As in a real run, `${hydra:...}` resolves and the task's config has no `hydra` node (unless kept).
-    """
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"paths.root_dir={run_dir}", f"paths.output_dir={run_dir}", *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig().set_config(cfg)
-    if not keep_hydra:
-        with open_dict(cfg):
-            del cfg["hydra"]
-    return cfg
 
 
 def run_train(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):

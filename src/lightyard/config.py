@@ -18,6 +18,31 @@ from omegaconf.errors import MissingMandatoryValue
 
 from lightyard.errors import UserError
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_train(overrides: Sequence[str], output_dir: Path, keep_hydra: bool = False) -> DictConfig:
+    """The config `python train.py OVERRIDES hydra.run.dir=OUTPUT_DIR` runs with, for calling `train(cfg)`
+    from Python (benchmarks, tests). `${hydra:...}` resolves as in a real run; as in a real run, the task's
+    config has no `hydra` node unless `keep_hydra`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"paths.root_dir={output_dir}", f"paths.output_dir={output_dir}", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig().set_config(cfg)
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
+
 
 def instantiate(config: DictConfig, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate`, unwrapping the `UserError` that Hydra wraps in its own exception."""

@@ -77,7 +77,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             passed = ", ".join(ExportReport.load(exporter.dirpath).passed) or "no format"
             _say(f"exported to {exporter.dirpath}/: {passed} passed the parity gate")
         if registering:
-            _register(cfg, exporter, metrics, _tested_checkpoint(trainer, training, ckpt_path))
+            _register(cfg, exporter, model, metrics, _tested_checkpoint(trainer, training, ckpt_path))
     return metrics
 
 
@@ -105,12 +105,13 @@ def _registering(cfg: DictConfig, exporter: ExportCallback | None) -> bool:
     return True
 
 
-def _register(cfg: DictConfig, exporter: ExportCallback, metrics: dict, checkpoint: str | None) -> None:
+def _register(
+    cfg: DictConfig, exporter: ExportCallback, model: L.LightningModule, metrics: dict, checkpoint: str | None
+) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
-    lineage = {
-        "parents": [],
-        "steps": [{"step": "train", "run_dir": str(cfg.paths.output_dir), "checkpoint": str(checkpoint)}],
-    }
+    lineage = model.lineage()
+    where = {"run_dir": str(cfg.paths.output_dir), "checkpoint": str(checkpoint)}
+    lineage["steps"] = [{**step, **where} for step in lineage["steps"]]
     store = ModelStore()
     version = register_export(
         exporter.dirpath, cfg.register.name, metrics=metrics, config=config, lineage=lineage, store=store

@@ -37,36 +37,23 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lightyard.data.preprocess import PreprocessSpec
     from lightyard.export import export_model
     from lightyard.export.exporter import check_formats
-    from lightyard.models import build_net
-    from lightyard.models.checkpoints import check_fits, net_state_dict, read_checkpoint
+    from lightyard.models.loading import net_from_checkpoint
 
     formats = check_formats([f.strip() for f in args.formats.split(",") if f.strip()])
-    checkpoint = read_checkpoint(args.checkpoint)
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "preprocess" not in hparams:
-        raise UserError(f"{args.checkpoint} is not a lightyard checkpoint: it has no preprocessing spec")
-    spec = PreprocessSpec.from_dict(hparams["preprocess"])
     run_dir = args.checkpoint.resolve().parent.parent
-    net_config = hparams.get("net_config") or _run_config(run_dir, "model").get("net")
-    if not net_config:
-        raise UserError(
-            f"{args.checkpoint} does not say which network it holds, and {run_dir} has no .hydra/"
-        )
-    net = build_net(net_config, spec, trusted=False)
-    state = net_state_dict(checkpoint)
-    check_fits(net, state, args.checkpoint)
-    net.load_state_dict(state)
-
-    inputs = (
-        _folder_images(args.images, spec, args.count) if args.images else _test_images(run_dir, args.count)
-    )
+    trained = net_from_checkpoint(args.checkpoint, _run_config(run_dir, "model").get("net"))
+    spec = trained.spec
+    if args.images:
+        inputs = _folder_images(args.images, spec, args.count)
+    else:
+        inputs = _test_images(run_dir, args.count)
     out = args.out or run_dir / "export"
     report = export_model(
-        net, spec, inputs, out, net_config=dict(net_config), formats=formats, opset=args.opset, atol=args.atol
-    )
+        trained.net, spec, inputs, out, net_config=trained.net_config, formats=formats, opset=args.opset,
+        atol=args.atol,
+    )  # fmt: skip
     for fmt, entry in report.formats.items():
         verdict = "passed" if entry["passed"] else entry.get("error", "failed")
         print(f"{fmt:<12} {entry['file']:<22} {verdict}")

@@ -15,8 +15,8 @@ from torch import nn
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
 from lightyard.export.exporter import LABELS, PREPROCESS, STATE_DICT, ExportReport
-from lightyard.models.checkpoints import check_fits, read_checkpoint
-from lightyard.models.nets import build_net
+from lightyard.models.checkpoints import read_checkpoint
+from lightyard.models.loading import rebuild_net
 from lightyard.registry.store import ModelStore, Version, damaged_files
 
 FRAMEWORKS = ("torch", "torchvision", "lightning", "onnx", "onnxruntime", "bentoml", "lightyard")
@@ -133,11 +133,8 @@ class RegisteredModel:
 
     def net(self) -> nn.Module:
         """The eager network in eval mode, rebuilt from the stored config and state dict."""
-        net = build_net(self.metadata["net"], self.spec, trusted=False)
         state = read_checkpoint(self.path / STATE_DICT)  # weights_only=True
-        check_fits(net, state, f"{self.tag}/{STATE_DICT}")
-        net.load_state_dict(state)
-        return net.eval()
+        return rebuild_net(self.metadata["net"], self.spec, state, f"{self.tag}/{STATE_DICT}")
 
     def class_names(self) -> list[str]:
         return (self.path / LABELS).read_text().splitlines()
