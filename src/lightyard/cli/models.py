@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from lightyard.errors import UserError
-from lightyard.registry.store import STAGES, ModelStore, Version, damaged_files
+from lightyard.registry.store import STAGES, ModelStore, Version, damaged_files, verify
 
 SHOWN_METRICS = ("test/acc", "val/acc_best")
 
@@ -203,8 +203,7 @@ def verify_version(args: argparse.Namespace) -> None:
     files = version.metadata.get("files", {})
     if args.json:
         _print_json({**summary(version), "verified": not problems, "problems": problems, "files": len(files)})
-    if problems:
-        raise UserError(f"{version.tag} failed verification: {'; '.join(problems)} (in {version.path})")
+    verify(version, problems)
     if not args.json:
         print(f"{version.tag}: all {len(files)} files match their sha256 ({version.path})")
 

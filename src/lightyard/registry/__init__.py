@@ -6,10 +6,10 @@ alone (and `lightyard models ...`) starts quickly.
 
 from typing import Any
 
-from lightyard.registry.store import STAGES, ModelStore, Version
+from lightyard.registry.store import STAGES, ModelStore, Version, verify
 
-_NEEDS_TORCH = ("RegisteredModel", "load", "register_export", "verify")
-__all__ = ["STAGES", "ModelStore", "Version", *_NEEDS_TORCH]
+_NEEDS_TORCH = ("RegisteredModel", "load", "register_export")
+__all__ = ["STAGES", "ModelStore", "Version", "verify", *_NEEDS_TORCH]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ from lightyard.errors import UserError
 from lightyard.export.exporter import LABELS, PREPROCESS, STATE_DICT, ExportReport
 from lightyard.models.checkpoints import read_checkpoint
 from lightyard.models.loading import rebuild_net
-from lightyard.registry.store import ModelStore, Version, damaged_files
+from lightyard.registry.store import ModelStore, Version, verify
 
 FRAMEWORKS = ("torch", "torchvision", "lightning", "onnx", "onnxruntime", "bentoml", "lightyard")
 
@@ -145,12 +145,3 @@ def load(ref: str, store: ModelStore | None = None) -> RegisteredModel:
     version = (store or ModelStore()).resolve(ref)
     verify(version)
     return RegisteredModel(version, PreprocessSpec.load(version.path / PREPROCESS))
-
-
-def verify(version: Version) -> None:
-    problems = damaged_files(version)
-    if problems:
-        raise UserError(
-            f"{version.tag} failed verification: {'; '.join(problems)} "
-            f"(in {version.path}): restore the file or register the model again"
-        )

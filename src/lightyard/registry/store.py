@@ -292,6 +292,16 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def verify(version: Version, problems: list[str] | None = None) -> None:
+    """A `UserError` naming every damaged file of `version` (`problems` from `damaged_files`, if known)."""
+    problems = damaged_files(version) if problems is None else problems
+    if problems:
+        raise UserError(
+            f"{version.tag} failed verification: {'; '.join(problems)} "
+            f"(in {version.path}): restore the file or register the model again"
+        )
+
+
 def _new_tag(name: str) -> Tag:
     return Tag(check_model_name(name)).make_new_version()
 
