@@ -8,7 +8,8 @@ through `train(cfg)`, without export or registration. It prints, per setting, th
 test accuracy (mean ± std over seeds), the mean and std of its per-seed difference to the scratch
 student, and the fraction of the teacher–scratch gap it closes.
 
-    python bench/distill_study.py [--seeds 5] [--temperatures 2 4 8] [--alphas 0.1 0.5] [--json PATH]
+    python bench/distill_study.py [--seeds 5] [--first-seed 0] [--temperatures 2 4 8] [--alphas 0.1 0.5]
+                                  [--json PATH]
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed+seeds−1")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[2.0, 4.0, 8.0])
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.5])
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -73,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         sizes = {name: parameters(f"digits_{name}", root / "sizes") for name in ("teacher", "student")}
-        for seed in range(args.seeds):
+        for index, seed in enumerate(range(args.first_seed, args.first_seed + args.seeds)):
             teacher_dir = root / f"teacher{seed}"
             teacher.append(run(["experiment=digits_teacher", f"seed={seed}"], teacher_dir))
             scratch.append(run(["experiment=digits_student", f"seed={seed}"], root / f"scratch{seed}"))
@@ -89,7 +91,7 @@ def main() -> None:
                 kd[(temperature, alpha)].append(run(overrides, root / f"kd{seed}_{temperature}_{alpha}"))
             distilled = ", ".join(f"{kd[setting][-1]:.4f}" for setting in grid)
             print(
-                f"seed {seed + 1}/{args.seeds}: teacher {teacher[-1]:.4f}, scratch {scratch[-1]:.4f}, "
+                f"seed {seed} ({index + 1}/{args.seeds}): teacher {teacher[-1]:.4f}, scratch {scratch[-1]:.4f}, "
                 f"distilled {distilled}  ({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
@@ -139,7 +141,7 @@ def main() -> None:
     )
     if args.json:
         figures = {
-            "seeds": args.seeds,
+            "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
             "teacher_params": sizes["teacher"],
             "student_params": sizes["student"],
             "teacher_acc": teacher_mean,
