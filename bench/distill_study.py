@@ -91,7 +91,8 @@ def main() -> None:
                 kd[(temperature, alpha)].append(run(overrides, root / f"kd{seed}_{temperature}_{alpha}"))
             distilled = ", ".join(f"{kd[setting][-1]:.4f}" for setting in grid)
             print(
-                f"seed {seed} ({index + 1}/{args.seeds}): teacher {teacher[-1]:.4f}, scratch {scratch[-1]:.4f}, "
+                f"seed {seed} ({index + 1}/{args.seeds}): teacher {teacher[-1]:.4f}, "
+                f"scratch {scratch[-1]:.4f}, "
                 f"distilled {distilled}  ({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )

@@ -16,6 +16,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lightyard.callbacks import ExportCallback
+from lightyard.callbacks.compression import CompressionReport, CompressionStep
+from lightyard.callbacks.quantize import QuantizeCallback
 from lightyard.config import build_trainer, instantiate, instantiate_all
 from lightyard.data import ImageDataModule
 from lightyard.errors import UserError
@@ -23,6 +25,8 @@ from lightyard.export.exporter import ExportReport
 from lightyard.io import write_json_atomic
 from lightyard.models import build_net
 from lightyard.models.checkpoints import check_fits, net_state_dict, read_checkpoint
+from lightyard.models.nets import PRUNED_CHANNELS
+from lightyard.models.surgery import fit_channels
 from lightyard.registry import ModelStore, register_export
 from lightyard.registry.store import check_model_name
 from lightyard.tracking.loggers import log_hparams
@@ -46,12 +50,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path") or _interrupted_run(output_dir)
     if ckpt_path:
-        check_fits(model.net, net_state_dict(read_checkpoint(ckpt_path)), ckpt_path)
+        _check_checkpoint(model, ckpt_path)
 
     callbacks = instantiate_all(cfg.get("callbacks"))
     exporter = _exporter(cfg)
-    if exporter:
-        callbacks.append(exporter)
+    callbacks = _in_pipeline_order(callbacks, exporter, output_dir)
+    compression = [callback for callback in callbacks if isinstance(callback, CompressionStep)]
     registering = _registering(cfg, exporter)
     trainer = build_trainer(cfg.trainer, callbacks, instantiate_all(cfg.get("logger")))
     _say(f"run dir: {output_dir}" + (f", resuming from {ckpt_path}" if ckpt_path else ""))
@@ -75,10 +79,39 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if exporter:
             # read from disk: under ddp_spawn the export ran in a worker process
             passed = ", ".join(ExportReport.load(exporter.dirpath).passed) or "no format"
-            _say(f"exported to {exporter.dirpath}/: {passed} passed the parity gate")
-        if registering:
-            _register(cfg, exporter, model, metrics, _tested_checkpoint(trainer, training, ckpt_path))
+            _say(f"exported to {exporter.dirpath}/: {passed} passed their gates")
+        refusals = [reason for step in compression if (reason := step.refusal())]
+        for reason in refusals:
+            _say(f"not registered: {reason}")
+        if registering and not refusals:
+            checkpoint = _tested_checkpoint(trainer, training, ckpt_path)
+            _register(cfg, exporter, model, compression, metrics, checkpoint)
     return metrics
+
+
+def _check_checkpoint(model: L.LightningModule, ckpt_path: str | Path) -> None:
+    """Refuse a checkpoint of another architecture before any work; a checkpoint of a structurally
+    pruned network resizes the layers to its own sizes first."""
+    checkpoint = read_checkpoint(ckpt_path)
+    state = net_state_dict(checkpoint)
+    if checkpoint.get("hyper_parameters", {}).get("net_config", {}).get(PRUNED_CHANNELS):
+        fit_channels(model.net, state)
+        model.hparams.net_config[PRUNED_CHANNELS] = True
+    check_fits(model.net, state, ckpt_path)
+
+
+def _in_pipeline_order(
+    callbacks: list[L.Callback], exporter: ExportCallback | None, output_dir: Path
+) -> list[L.Callback]:
+    """Training callbacks first, then what acts on the tested weights in pipeline order: export,
+    quantization (which starts from the exported ONNX model), and the compression report of it all."""
+    quantizers = [callback for callback in callbacks if isinstance(callback, QuantizeCallback)]
+    ordered = [callback for callback in callbacks if not isinstance(callback, QuantizeCallback)]
+    ordered += ([exporter] if exporter else []) + quantizers
+    if any(isinstance(callback, CompressionStep) for callback in callbacks):
+        export_dir = exporter.dirpath if exporter else (quantizers[0].dirpath if quantizers else None)
+        ordered.append(CompressionReport(output_dir, export_dir or output_dir / "export"))
+    return ordered
 
 
 def _exporter(cfg: DictConfig) -> ExportCallback | None:
@@ -106,12 +139,19 @@ def _registering(cfg: DictConfig, exporter: ExportCallback | None) -> bool:
 
 
 def _register(
-    cfg: DictConfig, exporter: ExportCallback, model: L.LightningModule, metrics: dict, checkpoint: str | None
+    cfg: DictConfig,
+    exporter: ExportCallback,
+    model: L.LightningModule,
+    compression: list[CompressionStep],
+    metrics: dict,
+    checkpoint: str | None,
 ) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
     lineage = model.lineage()
     where = {"run_dir": str(cfg.paths.output_dir), "checkpoint": str(checkpoint)}
     lineage["steps"] = [{**step, **where} for step in lineage["steps"]]
+    lineage["steps"] += [step.lineage_step() for step in compression]
+    lineage["parents"] += [parent for step in compression for parent in step.parents]
     store = ModelStore()
     version = register_export(
         exporter.dirpath, cfg.register.name, metrics=metrics, config=config, lineage=lineage, store=store

@@ -3,5 +3,14 @@
 from lightyard.callbacks.best_checkpoint import BestCheckpoint
 from lightyard.callbacks.export import ExportCallback
 from lightyard.callbacks.prediction_samples import PredictionSamples
+from lightyard.callbacks.pruning import IterativePruning, StructuredPruning
+from lightyard.callbacks.quantize import QuantizeCallback
 
-__all__ = ["BestCheckpoint", "ExportCallback", "PredictionSamples"]
+__all__ = [
+    "BestCheckpoint",
+    "ExportCallback",
+    "IterativePruning",
+    "PredictionSamples",
+    "QuantizeCallback",
+    "StructuredPruning",
+]

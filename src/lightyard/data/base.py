@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from functools import cached_property
 
 import lightning as L
 import numpy as np
+import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
@@ -127,6 +129,17 @@ class ImageDataModule(L.LightningDataModule, ABC):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+
+    def calibration_batches(self, count: int) -> list[torch.Tensor]:
+        """`count` batches of train images with the evaluation transform (no augmentation), in a fixed
+        shuffled order: what static quantization calibrates activation ranges on."""
+        if count < 1:
+            raise UserError(f"calibration_batches={count}: static quantization needs at least 1 batch")
+        splits = self.load_splits()
+        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(self.split_seed))
+        images = Transformed(splits.train_source, [splits.train[i] for i in order], self.spec.apply)
+        loader = DataLoader(images, batch_size=self.batch_size)
+        return [batch for batch, _ in itertools.islice(loader, count)]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -13,9 +13,10 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -62,6 +63,9 @@ class ExportReport:
             "torch": torch.__version__,
             "python": platform.python_version(),
         }
+
+    def save(self) -> None:
+        write_json_atomic(self.out_dir / MANIFEST, self.to_dict())
 
     @classmethod
     def load(cls, out_dir: str | Path) -> ExportReport:
@@ -112,7 +116,7 @@ def export_model(
     report = ExportReport(out_dir, net_config)
     for name in formats:
         report.formats[name] = _export_one(name, net, inputs, out_dir, opset, atol)
-    write_json_atomic(out_dir / MANIFEST, report.to_dict())
+    report.save()
     return report
 
 
@@ -120,13 +124,40 @@ def _export_one(
     name: str, net: nn.Module, inputs: torch.Tensor, out_dir: Path, opset: int | None, atol: float
 ) -> dict:
     fmt = FORMATS[name]
-    path = out_dir / fmt.filename
-    rejected = out_dir / REJECTED / fmt.filename
+    return produce(
+        name,
+        fmt.filename,
+        out_dir,
+        write=lambda path: fmt.write(net, inputs[:2], path, opset),
+        check=lambda path: check_parity(fmt.load(path), net, inputs, atol),
+    )
+
+
+class Gate(Protocol):
+    """A verdict on an artifact: the parity gate (`Parity`) or the accuracy gate (`AccuracyGate`)."""
+
+    kind: ClassVar[str]  # the key its figures are stored under in export.json
+
+    @property
+    def passed(self) -> bool: ...
+
+    def to_dict(self) -> dict: ...
+
+    def summary(self) -> str: ...
+
+
+def produce(
+    name: str, filename: str, out_dir: Path, write: Callable[[Path], dict], check: Callable[[Path], Gate]
+) -> dict:
+    """Write one artifact, run it through its gate, and keep it or move it to `rejected/` (so nothing
+    downstream, registration or serving, can pick it up). Returns its `export.json` entry."""
+    path = out_dir / filename
+    rejected = out_dir / REJECTED / filename
     rejected.unlink(missing_ok=True)
-    entry: dict = {"file": fmt.filename, "passed": False}
+    entry: dict = {"file": filename, "passed": False}
     started = time.perf_counter()
     try:
-        entry.update(fmt.write(net, inputs[:2], path, opset))
+        entry.update(write(path))
     except Exception as err:
         path.unlink(missing_ok=True)
         entry["error"] = f"could not export: {first_line(err)}"
@@ -134,19 +165,18 @@ def _export_one(
         return entry
     entry["export_seconds"] = round(time.perf_counter() - started, 3)
     try:
-        parity = check_parity(fmt.load(path), net, inputs, atol)
+        verdict = check(path)
     except Exception as err:
         entry["error"] = f"could not run in its runtime: {first_line(err)}"
     else:
-        entry["parity"] = parity.to_dict()
-        entry["passed"] = parity.passed
-        if not parity.passed:
-            entry["error"] = f"failed the parity gate: {parity.summary()}"
-    if entry["passed"]:
-        log.info(f"export {name}: {path} passed: {parity.summary()}")
-    else:
-        rejected.parent.mkdir(exist_ok=True)
-        path.replace(rejected)
-        entry["file"] = f"{REJECTED}/{fmt.filename}"
-        log.warning(f"export {name}: {entry['error']}; moved to {rejected}, it will not be registered")
+        entry[verdict.kind] = verdict.to_dict()
+        entry["passed"] = verdict.passed
+        if verdict.passed:
+            log.info(f"export {name}: {path} passed: {verdict.summary()}")
+            return entry
+        entry["error"] = f"failed the {verdict.kind} gate: {verdict.summary()}"
+    rejected.parent.mkdir(exist_ok=True)
+    path.replace(rejected)
+    entry["file"] = f"{REJECTED}/{filename}"
+    log.warning(f"export {name}: {entry['error']}; moved to {rejected}, it will not be registered")
     return entry

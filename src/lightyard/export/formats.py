@@ -42,9 +42,10 @@ def _batch_axis() -> dict[int, torch.export.Dim]:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """The exporters print progress, optimizer passes and deprecation notes; the report says what matters."""
-    chatty = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
+    # the root logger too: onnxruntime.quantization logs through it
+    chatty = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "")]
     levels = [logger.level for logger in chatty]
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -61,7 +62,7 @@ def write_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int | N
     """Dynamo exporter, one self-contained file, named `input`/`output`, checked by `onnx.checker`."""
     import onnx
 
-    with _quiet():
+    with quiet():
         torch.onnx.export(
             net,
             (example,),
@@ -83,16 +84,20 @@ def write_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int | N
     return {"opset": opset_used, "checker": "passed"}
 
 
-def load_onnx(path: Path) -> Runner:
+def load_onnx(path: Path, threads: int | None = None) -> Runner:
+    """An ONNX Runtime CPU session; `threads` fixes its intra-op thread pool (default: one per core)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda inputs: session.run([OUTPUT_NAME], {INPUT_NAME: inputs.numpy()})[0]
 
 
 def write_torchscript(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> dict:
     """`torch.jit.script` keeps control flow; nets it cannot compile are traced instead."""
-    with _quiet():
+    with quiet():
         try:
             module = torch.jit.script(net)
             details = {"method": "script"}
@@ -104,20 +109,20 @@ def write_torchscript(net: nn.Module, example: torch.Tensor, path: Path, opset: 
 
 
 def load_torchscript(path: Path) -> Runner:
-    with _quiet():
+    with quiet():
         module = torch.jit.load(str(path), map_location="cpu").eval()
     return lambda inputs: _run_torch(module, inputs)
 
 
 def write_pt2(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> dict:
-    with _quiet():
+    with quiet():
         program = torch.export.export(net, (example,), dynamic_shapes=(_batch_axis(),))
         torch.export.save(program, str(path))
     return {}
 
 
 def load_pt2(path: Path) -> Runner:
-    with _quiet():
+    with quiet():
         module = torch.export.load(str(path)).module()
     return lambda inputs: _run_torch(module, inputs)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ SINGLE_IMAGES = 8  # batch-1 calls: enough to catch shape specialisation without
 class Parity:
     """How closely an artifact matches the eager network on the same real images."""
 
+    kind: ClassVar[str] = "parity"
     max_abs_diff: float
     top1_agreement: float
     images: int

@@ -8,10 +8,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
 from lightyard.models.classifier import Batch, ClassifierModule, OptimizerFactory, SchedulerFactory
-from lightyard.models.loading import load_trained_net
+from lightyard.models.loading import check_compatible, load_trained_net
 
 
 def distillation_loss(
@@ -34,31 +33,6 @@ def distillation_loss(
         reduction="batchmean",
     ) * (temperature**2)
     return alpha * hard + (1 - alpha) * soft, hard, soft
-
-
-def check_compatible(teacher: PreprocessSpec, student: PreprocessSpec, source: str) -> None:
-    """The teacher must see the same inputs and predict the same classes as the student."""
-    if teacher.class_names != student.class_names:
-        raise UserError(
-            f"teacher {source} predicts {teacher.num_classes} classes ({_first(teacher.class_names)}) "
-            f"but the data has {student.num_classes} ({_first(student.class_names)}): "
-            "use a teacher trained on this data"
-        )
-    differences = [
-        name
-        for name in ("height", "width", "channels", "mean", "std", "resize_policy", "resize_size")
-        if getattr(teacher, name) != getattr(student, name)
-    ]
-    if differences:
-        details = ", ".join(f"{n} {getattr(teacher, n)} vs {getattr(student, n)}" for n in differences)
-        raise UserError(
-            f"teacher {source} was trained on other preprocessing than this data ({details}): "
-            "distil with the teacher's data config"
-        )
-
-
-def _first(names: tuple[str, ...]) -> str:
-    return ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
 
 
 class DistillationModule(ClassifierModule):

@@ -23,6 +23,7 @@ from lightyard.models.surgery import adapt_input_channels, replace_head
 GRID = 4  # SmallCNN's head sees a GRID × GRID map of features
 AUX_LOGIT_MODELS = ("inception_v3", "googlenet")
 TRUSTED_BUILDERS = ("lightyard.models.",)  # the only targets a stored net config may name
+PRUNED_CHANNELS = "pruned_channels"  # set in a stored net config when structured pruning removed channels
 
 
 class SmallCNN(nn.Module):
@@ -75,6 +76,7 @@ def build_net(config: Mapping, spec: PreprocessSpec, *, trusted: bool = True) ->
     replaces them), and so can neither run arbitrary code nor reach the network.
     """
     config = dict(config)
+    config.pop(PRUNED_CHANNELS, None)  # the layer sizes come from the state dict (`rebuild_net`)
     target = str(config.get("_target_", ""))
     if not trusted:
         if not target.startswith(TRUSTED_BUILDERS):

@@ -51,3 +51,35 @@ def adapt_input_channels(net: nn.Module, in_channels: int) -> None:
 def _set_submodule(net: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(net.get_submodule(parent_name) if parent_name else net, child, module)
+
+
+def fit_channels(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Resize convolutions, batch norms and linear layers to the shapes in `state`: rebuilds a network
+    whose channels structured pruning removed, from its unpruned config and its pruned state dict."""
+    for name, module in list(net.named_modules()):
+        weight = state.get(f"{name}.weight")
+        if weight is None or tuple(weight.shape) == tuple(getattr(module, "weight", weight).shape):
+            continue
+        if isinstance(module, nn.Conv2d):
+            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+            groups = weight.shape[0] if depthwise else module.groups
+            new: nn.Module = nn.Conv2d(
+                weight.shape[1] * groups,
+                weight.shape[0],
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                groups,
+                module.bias is not None,
+                module.padding_mode,
+            )
+        elif isinstance(module, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(
+                weight.shape[0], module.eps, module.momentum, module.affine, module.track_running_stats
+            )
+        elif isinstance(module, nn.Linear):
+            new = nn.Linear(weight.shape[1], weight.shape[0], bias=module.bias is not None)
+        else:
+            continue
+        _set_submodule(net, name, new)

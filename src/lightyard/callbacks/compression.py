@@ -1,0 +1,161 @@
+"""What the compression callbacks share, and the report a compression run ends with."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from lightyard.compress.gate import AccuracyGate, Predictions, predict
+from lightyard.compress.measure import Row, artifact_runner, eager_runner, measure
+from lightyard.compress.report import markdown_table, write_report
+from lightyard.export.exporter import ExportReport
+from lightyard.tracking.loggers import log_scalars, tensorboard_logger
+
+log = logging.getLogger("lightyard")
+
+# (format in export.json, runtime that loads it, report row)
+REPORT_ARTIFACTS = (
+    ("torchscript", "torchscript", "TorchScript"),
+    ("onnx", "onnx", "ONNX FP32"),
+    ("onnx-int8", "onnx", "ONNX INT8"),
+    ("torchscript-int8", "torchscript", "torch INT8"),
+)
+
+
+def cpu_copy(net: nn.Module) -> nn.Module:
+    return copy.deepcopy(net).to("cpu", torch.float32).eval()
+
+
+def full_test_split(trainer: L.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every test batch, on the CPU. From the data module, not `trainer.test_dataloaders`: under DDP
+    those hold only this rank's shard."""
+    return [(images.float(), labels) for images, labels in trainer.datamodule.test_dataloader()]
+
+
+class CompressionStep(L.Callback):
+    """A callback that changes the model (pruning, quantization): it says how, for the registry's lineage,
+    and whether the result may be registered at all."""
+
+    parents: list[str]  # registry tags or checkpoints the compressed model started from
+
+    def lineage_step(self) -> dict:
+        raise NotImplementedError
+
+    def refusal(self) -> str | None:
+        """Why the model must not be registered (over the accuracy-drop limit), or None."""
+        return None
+
+    def verdict(self) -> str:
+        """One line for the report: what the step's gate found."""
+        raise NotImplementedError
+
+
+class PruningStep(CompressionStep):
+    """A pruning callback: it keeps the network before pruning as the reference the gate compares to."""
+
+    method: str
+    max_drop: float
+    reference: str = "the network before pruning"
+    reference_net: nn.Module | None = None
+    gate: AccuracyGate | None = None
+
+    def check_against_reference(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The accuracy gate: pruned vs unpruned network on the full test split (rank zero)."""
+        if self.reference_net is None or not trainer.is_global_zero:
+            return
+        test = full_test_split(trainer)
+        reference = predict(eager_runner(self.reference_net), test)
+        pruned = predict(eager_runner(cpu_copy(pl_module.net)), test)
+        self.gate = AccuracyGate(
+            reference.accuracy,
+            pruned.accuracy,
+            pruned.agreement(reference),
+            len(reference.labels),
+            self.max_drop,
+        )
+        log_scalars(
+            trainer,
+            {
+                "prune/reference_acc": reference.accuracy,
+                "prune/acc_drop": self.gate.drop,
+                "prune/top1_agreement": self.gate.top1_agreement,
+            },
+        )
+
+    def refusal(self) -> str | None:
+        if self.gate is None or self.gate.passed:
+            return None
+        return f"{self.method} pruning failed the accuracy gate: {self.gate.summary()}"
+
+    def verdict(self) -> str:
+        if self.gate is None:
+            return f"{self.method} pruning: no unpruned reference to compare with (resumed after pruning)"
+        outcome = "passed" if self.gate.passed else "FAILED (not registered)"
+        return (
+            f"{self.method} pruning {outcome} the accuracy gate against {self.reference}: "
+            f"{self.gate.summary()}"
+        )
+
+
+class CompressionReport(L.Callback):
+    """After testing, export and quantization: `report.md`, the accuracy/latency plot and the TensorBoard
+    text of every variant of the run, timed with the same thread count."""
+
+    def __init__(
+        self, run_dir: str | Path, export_dir: str | Path, threads: int = 2, repeats: int = 20
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.export_dir = Path(export_dir)
+        self.threads = threads
+        self.repeats = repeats
+        self.rows: list[Row] = []
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.rows = self._measure(trainer, pl_module)
+            title = f"Compression report: {type(pl_module.net).__name__}, {self.threads} threads"
+            path = write_report(self.run_dir, title, self.rows, self._notes(trainer))
+            logger = tensorboard_logger(trainer)
+            if logger is not None:
+                table = markdown_table(self.rows)
+                logger.experiment.add_text("compression/report", table, trainer.global_step)
+            log.info(f"compression report: {path}")
+        trainer.strategy.barrier("compression_report")
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Row]:
+        test = full_test_split(trainer)
+        net = cpu_copy(pl_module.net)
+        pruning = next((cb for cb in trainer.callbacks if isinstance(cb, PruningStep)), None)
+        rows: list[Row] = []
+        reference: Predictions | None = None
+        if pruning is not None and pruning.reference_net is not None:
+            dense = pruning.reference_net
+            row, reference = self._row("FP32 eager (before pruning)", eager_runner(dense), dense, test, None)
+            rows.append(row)
+        label = f"pruned ({pruning.method}), eager" if pruning else "FP32 eager"
+        row, outcome = self._row(label, eager_runner(net), net, test, reference)
+        rows.append(row)
+        reference = reference or outcome
+        export = ExportReport.load(self.export_dir) if (self.export_dir / "export.json").is_file() else None
+        for fmt, runtime, name in REPORT_ARTIFACTS:
+            entry = export.formats.get(fmt) if export else None
+            if entry and entry["passed"]:
+                path = self.export_dir / entry["file"]
+                run = artifact_runner(runtime, path, self.threads)
+                rows.append(self._row(name, run, net, test, reference, path)[0])
+        return rows
+
+    def _row(self, name, run, net, test, reference, path=None) -> tuple[Row, Predictions]:
+        return measure(name, run, net, test, reference, file=path, threads=self.threads, repeats=self.repeats)
+
+    def _notes(self, trainer: L.Trainer) -> list[str]:
+        notes = [f"latency: median of {self.repeats} calls after warm-up; throughput at batch 32"]
+        for callback in trainer.callbacks:
+            if isinstance(callback, CompressionStep):
+                notes.append(callback.verdict())
+        return notes

@@ -1,0 +1,100 @@
+"""QuantizeCallback: INT8 variants of the tested weights, gated on the full test split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+
+from lightyard.callbacks.compression import CompressionStep, full_test_split
+from lightyard.compress.gate import DEFAULT_MAX_DROP
+from lightyard.compress.quantization import RUNTIMES, OnnxSettings, check_mode, quantize_export
+from lightyard.export.exporter import ExportReport
+from lightyard.tracking.loggers import log_scalars
+
+
+class QuantizeCallback(CompressionStep):
+    """Runs after testing and after the export step, on the weights that were tested (the best
+    checkpoint): writes `model.int8.onnx` (ONNX Runtime) and `model.int8.ts` (torch-native) into the
+    export folder, each kept only if it loses at most `max_drop` accuracy points against FP32.
+
+    Calibration batches come from the train split with the evaluation transform (no augmentation).
+    Runs on rank zero; the other ranks wait.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        mode: str = "static",
+        calibration_batches: int = 32,
+        runtimes: Sequence[str] = RUNTIMES,
+        max_drop: float = DEFAULT_MAX_DROP,
+        activation_type: str = "uint8",
+        weight_type: str = "int8",
+        per_channel: bool = True,
+    ) -> None:
+        self.dirpath = Path(dirpath)
+        self.mode = check_mode(mode)
+        self.calibration_batches = calibration_batches
+        self.runtimes = list(runtimes)
+        self.max_drop = max_drop
+        self.onnx_settings = OnnxSettings(activation_type, weight_type, per_channel)
+        self.parents: list[str] = []
+        self.report: ExportReport | None = None
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            static = self.mode == "static"
+            calibration = trainer.datamodule.calibration_batches(self.calibration_batches) if static else []
+            self.report = quantize_export(
+                pl_module.net,
+                pl_module.spec,
+                self.dirpath,
+                net_config=dict(pl_module.hparams.get("net_config") or {}),
+                mode=self.mode,
+                calibration=calibration,
+                test=full_test_split(trainer),
+                max_drop=self.max_drop,
+                runtimes=self.runtimes,
+                onnx_settings=self.onnx_settings,
+            )
+            log_scalars(trainer, self._scalars())
+        trainer.strategy.barrier("quantized")
+
+    def _results(self) -> dict[str, dict]:
+        if self.report is None:
+            return {}
+        return {name: entry for name, entry in self.report.formats.items() if name.endswith("-int8")}
+
+    def _scalars(self) -> dict[str, float]:
+        scalars = {}
+        for name, entry in self._results().items():
+            scalars[f"quantize/{name}/passed"] = float(entry["passed"])
+            if "accuracy" in entry:
+                scalars[f"quantize/{name}/accuracy"] = entry["accuracy"]["accuracy"]
+                scalars[f"quantize/{name}/acc_drop"] = entry["accuracy"]["drop"]
+                scalars[f"quantize/{name}/top1_agreement"] = entry["accuracy"]["top1_agreement"]
+        return scalars
+
+    def verdict(self) -> str:
+        lines = []
+        for name, entry in self._results().items():
+            if entry["passed"]:
+                lines.append(f"{name} passed: {entry['accuracy']['drop']:+.2f} points")
+            else:
+                lines.append(f"{name} rejected: {entry.get('error', '')}")
+        return f"{self.mode} INT8 quantization: " + ("; ".join(lines) or "not run")
+
+    def lineage_step(self) -> dict:
+        return {
+            "step": "quantize",
+            "mode": self.mode,
+            "calibration_batches": self.calibration_batches if self.mode == "static" else 0,
+            "max_drop": self.max_drop,
+            **({"onnx": vars(self.onnx_settings)} if "onnx" in self.runtimes else {}),
+            "results": {
+                name: entry.get("accuracy", {"error": entry.get("error", "")})
+                for name, entry in self._results().items()
+            },
+        }

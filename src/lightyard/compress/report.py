@@ -1,0 +1,89 @@
+"""The compression report: one table (markdown file and TensorBoard text) and a plot of accuracy against
+latency, so the trade-off of each variant is visible at a glance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from lightyard.compress.measure import Row
+from lightyard.io import write_text_atomic
+
+REPORT = "report.md"
+PLOT = "accuracy_latency.png"
+
+COLUMNS = (
+    "variant",
+    "file size",
+    "parameters",
+    "non-zeros",
+    "MACs",
+    "p50 batch 1",
+    "p50 batch 32",
+    "throughput",
+    "test acc",
+    "top-1 agreement",
+)
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB"
+
+
+def _count(value: int) -> str:
+    return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value:,}"
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = (
+            row.name,
+            _size(row.file_bytes),
+            _count(row.parameters),
+            _count(row.nonzeros),
+            _count(row.macs),
+            f"{row.p50_b1_ms:.3f} ms",
+            f"{row.p50_b32_ms:.3f} ms",
+            f"{row.throughput:,.0f} img/s",
+            f"{row.accuracy:.4f}",
+            f"{row.top1_agreement:.2%}",
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
+    notes_text = "".join(f"- {note}\n" for note in notes)
+    return f"# {title}\n\n{markdown_table(rows)}\n{notes_text}"
+
+
+def plot_accuracy_latency(rows: Sequence[Row], path: Path, title: str) -> Path:
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for row in rows:
+        axes.scatter(row.p50_b1_ms, 100 * row.accuracy, s=40)
+        point = (row.p50_b1_ms, 100 * row.accuracy)
+        axes.annotate(row.name, point, textcoords="offset points", xytext=(5, 4))
+    axes.set_xlabel("latency p50 at batch 1 (ms)")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def write_report(out_dir: Path, title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> Path:
+    """`report.md` and the accuracy/latency plot in `out_dir`; returns the report's path."""
+    plot = plot_accuracy_latency(rows, out_dir / PLOT, title)
+    text = report_markdown(title, rows, notes) + f"\n![accuracy against latency]({plot.name})\n"
+    return write_text_atomic(out_dir / REPORT, text)
