@@ -10,21 +10,12 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightyard.compress.gate import AccuracyGate, Predictions, predict
-from lightyard.compress.measure import Row, artifact_runner, eager_runner, measure
-from lightyard.compress.report import markdown_table, write_report
-from lightyard.export.exporter import ExportReport
+from lightyard.compress.gate import AccuracyGate, predict
+from lightyard.compress.measure import Row, eager_runner
+from lightyard.compress.report import markdown_table, measure_variants, write_report
 from lightyard.tracking.loggers import log_scalars, tensorboard_logger
 
 log = logging.getLogger("lightyard")
-
-# (format in export.json, runtime that loads it, report row)
-REPORT_ARTIFACTS = (
-    ("torchscript", "torchscript", "TorchScript"),
-    ("onnx", "onnx", "ONNX FP32"),
-    ("onnx-int8", "onnx", "ONNX INT8"),
-    ("torchscript-int8", "torchscript", "torch INT8"),
-)
 
 
 def cpu_copy(net: nn.Module) -> nn.Module:
@@ -128,30 +119,16 @@ class CompressionReport(L.Callback):
         trainer.strategy.barrier("compression_report")
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Row]:
-        test = full_test_split(trainer)
-        net = cpu_copy(pl_module.net)
         pruning = next((cb for cb in trainer.callbacks if isinstance(cb, PruningStep)), None)
-        rows: list[Row] = []
-        reference: Predictions | None = None
-        if pruning is not None and pruning.reference_net is not None:
-            dense = pruning.reference_net
-            row, reference = self._row("FP32 eager (before pruning)", eager_runner(dense), dense, test, None)
-            rows.append(row)
-        label = f"pruned ({pruning.method}), eager" if pruning else "FP32 eager"
-        row, outcome = self._row(label, eager_runner(net), net, test, reference)
-        rows.append(row)
-        reference = reference or outcome
-        export = ExportReport.load(self.export_dir) if (self.export_dir / "export.json").is_file() else None
-        for fmt, runtime, name in REPORT_ARTIFACTS:
-            entry = export.formats.get(fmt) if export else None
-            if entry and entry["passed"]:
-                path = self.export_dir / entry["file"]
-                run = artifact_runner(runtime, path, self.threads)
-                rows.append(self._row(name, run, net, test, reference, path)[0])
-        return rows
-
-    def _row(self, name, run, net, test, reference, path=None) -> tuple[Row, Predictions]:
-        return measure(name, run, net, test, reference, file=path, threads=self.threads, repeats=self.repeats)
+        return measure_variants(
+            cpu_copy(pl_module.net),
+            self.export_dir,
+            full_test_split(trainer),
+            reference_net=pruning.reference_net if pruning else None,
+            label=f"pruned ({pruning.method}), eager" if pruning else "FP32 eager",
+            threads=self.threads,
+            repeats=self.repeats,
+        )
 
     def _notes(self, trainer: L.Trainer) -> list[str]:
         notes = [f"latency: median of {self.repeats} calls after warm-up; throughput at batch 32"]

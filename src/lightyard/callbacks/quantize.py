@@ -9,7 +9,13 @@ import lightning as L
 
 from lightyard.callbacks.compression import CompressionStep, full_test_split
 from lightyard.compress.gate import DEFAULT_MAX_DROP
-from lightyard.compress.quantization import RUNTIMES, OnnxSettings, check_mode, quantize_export
+from lightyard.compress.quantization import (
+    RUNTIMES,
+    OnnxSettings,
+    check_mode,
+    quantize_export,
+    quantize_lineage,
+)
 from lightyard.export.exporter import ExportReport
 from lightyard.tracking.loggers import log_scalars
 
@@ -87,14 +93,6 @@ class QuantizeCallback(CompressionStep):
         return f"{self.mode} INT8 quantization: " + ("; ".join(lines) or "not run")
 
     def lineage_step(self) -> dict:
-        return {
-            "step": "quantize",
-            "mode": self.mode,
-            "calibration_batches": self.calibration_batches if self.mode == "static" else 0,
-            "max_drop": self.max_drop,
-            **({"onnx": vars(self.onnx_settings)} if "onnx" in self.runtimes else {}),
-            "results": {
-                name: entry.get("accuracy", {"error": entry.get("error", "")})
-                for name, entry in self._results().items()
-            },
-        }
+        return quantize_lineage(
+            self.mode, self.calibration_batches, self.max_drop, self.onnx_settings, self.report
+        )

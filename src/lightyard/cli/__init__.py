@@ -1,4 +1,4 @@
-"""The `lightyard` command: export checkpoints, manage the model registry, list networks.
+"""The `lightyard` command: export and quantize models, manage the model registry, list networks.
 
 Training itself is `python train.py` (Hydra). Heavy imports happen inside commands, so `lightyard
 models list` stays quick.
@@ -10,7 +10,7 @@ import argparse
 import logging
 
 from lightyard import __version__
-from lightyard.cli import export, models
+from lightyard.cli import export, models, quantize
 from lightyard.errors import exit_on_user_error
 
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     nets.set_defaults(func=_nets)
     export.add_command(commands)
     models.add_commands(commands)
+    quantize.add_command(commands)
     return parser
 
 

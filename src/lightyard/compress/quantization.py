@@ -192,3 +192,26 @@ def quantize_export(
         report.formats[name]["calibration_batches"] = len(calibration) if mode == "static" else 0
     report.save()
     return report
+
+
+def quantize_lineage(
+    mode: str,
+    calibration_batches: int,
+    max_drop: float,
+    onnx_settings: OnnxSettings,
+    report: ExportReport | None,
+) -> dict:
+    """The registry lineage step of a quantization: settings and each INT8 artifact's gate figures."""
+    results = {
+        name: entry.get("accuracy", {"error": entry.get("error", "")})
+        for name, entry in (report.formats.items() if report else ())
+        if name.endswith("-int8")
+    }
+    return {
+        "step": "quantize",
+        "mode": mode,
+        "calibration_batches": calibration_batches if mode == "static" else 0,
+        "max_drop": max_drop,
+        "onnx": vars(onnx_settings),
+        "results": results,
+    }

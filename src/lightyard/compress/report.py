@@ -6,14 +6,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from torch import nn
 
-from lightyard.compress.measure import Row
+from lightyard.compress.gate import Batches, Predictions
+from lightyard.compress.measure import Row, artifact_runner, eager_runner, measure
+from lightyard.export.exporter import MANIFEST, ExportReport
 from lightyard.io import write_text_atomic
 
+# (format in export.json, runtime that loads it, report row)
+REPORT_ARTIFACTS = (
+    ("torchscript", "torchscript", "TorchScript"),
+    ("onnx", "onnx", "ONNX FP32"),
+    ("onnx-int8", "onnx", "ONNX INT8"),
+    ("torchscript-int8", "torchscript", "torch INT8"),
+)
 REPORT = "report.md"
 PLOT = "accuracy_latency.png"
 
@@ -29,6 +36,42 @@ COLUMNS = (
     "test acc",
     "top-1 agreement",
 )
+
+
+def measure_variants(
+    net: nn.Module,
+    export_dir: Path,
+    test: Batches,
+    *,
+    reference_net: nn.Module | None = None,
+    label: str = "FP32 eager",
+    threads: int = 2,
+    repeats: int = 20,
+) -> list[Row]:
+    """Rows for the eager network (`label`) and every artifact in `export_dir` that passed its gate;
+    with `reference_net` (the network before pruning), a first row for it, which agreement counts against."""
+    test = list(test)
+
+    def row(name: str, run, source: nn.Module, reference: Predictions | None, path: Path | None = None):
+        return measure(name, run, source, test, reference, file=path, threads=threads, repeats=repeats)
+
+    rows: list[Row] = []
+    reference: Predictions | None = None
+    if reference_net is not None:
+        first, reference = row(
+            "FP32 eager (before pruning)", eager_runner(reference_net), reference_net, None
+        )
+        rows.append(first)
+    eager, outcome = row(label, eager_runner(net), net, reference)
+    rows.append(eager)
+    reference = reference or outcome
+    export = ExportReport.load(export_dir) if (export_dir / MANIFEST).is_file() else None
+    for fmt, runtime, name in REPORT_ARTIFACTS:
+        entry = export.formats.get(fmt) if export else None
+        if entry and entry["passed"]:
+            path = export_dir / entry["file"]
+            rows.append(row(name, artifact_runner(runtime, path, threads), net, reference, path)[0])
+    return rows
 
 
 def _size(value: int | None) -> str:

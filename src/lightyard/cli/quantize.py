@@ -1,0 +1,175 @@
+"""`lightyard quantize REF|CKPT`: INT8 variants of a registered model or a checkpoint, gated and reported.
+
+A registered model (`name:version`, `name@production`) is verified, its files are copied into a work
+folder (`quantized/<name>-<version>/` unless `--out`), the INT8 artifacts are added there, and the
+result is registered as a new version of the same name whose lineage names the parent. A checkpoint's
+INT8 artifacts go into its run's `export/` folder.
+Calibration and test images come from the data config the model was trained with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lightyard.errors import UserError
+
+if TYPE_CHECKING:  # torch loads only when the command runs
+    from torch import nn
+
+    from lightyard.data import ImageDataModule
+    from lightyard.data.preprocess import PreprocessSpec
+    from lightyard.registry import RegisteredModel
+
+TRUSTED_DATA = ("lightyard.data.",)  # the only data modules a stored config may name
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    quantize = commands.add_parser(
+        "quantize", help="INT8 ONNX Runtime and torch-native variants of a model, gated on its test split"
+    )
+    quantize.add_argument("model", help="a registry reference (digits-cnn@production) or a checkpoint path")
+    quantize.add_argument("--mode", choices=("static", "dynamic"), default="static")
+    quantize.add_argument(
+        "--calibration-batches", type=int, default=32, help="train-split batches for static calibration"
+    )
+    quantize.add_argument("--runtimes", default="onnx,torchscript", help="comma-separated: onnx, torchscript")
+    quantize.add_argument(
+        "--max-drop", type=float, default=1.0, help="accuracy points an INT8 model may lose (default 1)"
+    )
+    quantize.add_argument("--activation-type", choices=("uint8", "int8"), default="uint8")
+    quantize.add_argument("--weight-type", choices=("uint8", "int8"), default="int8")
+    quantize.add_argument("--threads", type=int, default=2, help="threads for the report's timings")
+    quantize.add_argument("--out", type=Path, help="where the artifacts and report.md go")
+    quantize.add_argument(
+        "--no-register", action="store_true", help="for a registry model: do not register the result"
+    )
+    quantize.set_defaults(func=run)
+
+
+@dataclass
+class Source:
+    """What to quantize and with which data; `registered` is set for a registry model."""
+
+    name: str
+    net: nn.Module
+    spec: PreprocessSpec
+    net_config: dict
+    data: dict
+    out: Path
+    registered: RegisteredModel | None = None
+
+
+def run(args: argparse.Namespace) -> None:
+    from lightyard.compress.quantization import OnnxSettings, check_mode, quantize_export, quantize_lineage
+    from lightyard.compress.report import markdown_table, measure_variants, write_report
+
+    check_mode(args.mode)
+    source = _source(args.model, args.out)
+    datamodule = _datamodule(source.data, source.spec)
+    static = args.mode == "static"
+    calibration = datamodule.calibration_batches(args.calibration_batches) if static else []
+    test = list(datamodule.test_dataloader())
+    if source.registered is not None:
+        _copy_version(source.registered, source.out)
+    settings = OnnxSettings(args.activation_type, args.weight_type)
+    report = quantize_export(
+        source.net,
+        source.spec,
+        source.out,
+        net_config=source.net_config,
+        mode=args.mode,
+        calibration=calibration,
+        test=test,
+        max_drop=args.max_drop,
+        runtimes=[name.strip() for name in args.runtimes.split(",") if name.strip()],
+        onnx_settings=settings,
+    )
+    rows = measure_variants(source.net, source.out, test, threads=args.threads)
+    path = write_report(source.out, f"INT8 ({args.mode}) of {source.name}, {args.threads} threads", rows)
+    print(markdown_table(rows))
+    results = {name: entry for name, entry in report.formats.items() if name.endswith("-int8")}
+    for name, entry in results.items():
+        print(f"{name:<18} {'passed' if entry['passed'] else entry.get('error', 'failed')}")
+    print(f"artifacts in {source.out}/, report: {path}")
+    if not any(entry["passed"] for entry in results.values()):
+        raise UserError("no INT8 artifact passed the accuracy gate: see the lines above")
+    if source.registered is not None and not args.no_register:
+        lineage_step = quantize_lineage(args.mode, len(calibration), args.max_drop, settings, report)
+        _register(source.registered, source.out, lineage_step)
+
+
+def _source(model: str, out: Path | None) -> Source:
+    from lightyard.cli.export import _run_config
+    from lightyard.models.loading import CHECKPOINT_SUFFIXES, net_from_checkpoint
+
+    if Path(model).suffix in CHECKPOINT_SUFFIXES or Path(model).expanduser().is_file():
+        run_dir = Path(model).resolve().parent.parent
+        trained = net_from_checkpoint(model, _run_config(run_dir, "model").get("net"))
+        data = _run_config(run_dir, "data")
+        if not data:
+            raise UserError(
+                f"{model}: its run dir has no .hydra/config.yaml naming the data it was trained on"
+            )
+        return Source(model, trained.net, trained.spec, trained.net_config, data, out or run_dir / "export")
+    from lightyard.registry import load
+
+    registered = load(model)  # checksums verified
+    data = registered.config.get("data")
+    if not data:
+        raise UserError(f"{registered.tag} has no stored data config: quantize its checkpoint instead")
+    default_out = Path("quantized") / registered.tag.replace(":", "-")
+    return Source(
+        registered.tag,
+        registered.net(),
+        registered.spec,
+        dict(registered.metadata["net"]),
+        data,
+        out or default_out,
+        registered,
+    )
+
+
+def _datamodule(data: dict, spec: PreprocessSpec) -> ImageDataModule:
+    from omegaconf import OmegaConf
+
+    from lightyard.config import instantiate
+    from lightyard.models.loading import check_compatible
+
+    target = str(data.get("_target_", ""))
+    if not target.startswith(TRUSTED_DATA):
+        raise UserError(f"stored data config names '{target}', which is not a lightyard data module")
+    datamodule = instantiate(OmegaConf.create(data))
+    check_compatible(spec, datamodule.spec, "the model", role="quantized model")
+    datamodule.setup("test")
+    return datamodule
+
+
+def _copy_version(registered: RegisteredModel, out: Path) -> None:
+    """The registered files and an `export.json` rebuilt from its metadata: an export folder again."""
+    from lightyard.export.exporter import ExportReport
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in registered.path.iterdir():
+        if path.is_file() and path.name != "model.yaml":
+            shutil.copy2(path, out / path.name)
+    formats = dict(registered.metadata.get("formats", {}))
+    ExportReport(out, dict(registered.metadata["net"]), formats).save()
+
+
+def _register(registered: RegisteredModel, out: Path, lineage_step: dict) -> None:
+    from lightyard.registry import ModelStore, register_export
+
+    store = ModelStore()
+    version = register_export(
+        out,
+        registered.version.name,
+        metrics=dict(registered.metadata.get("metrics", {})),
+        config=registered.config,
+        lineage={"parents": [registered.tag], "steps": [lineage_step]},
+        store=store,
+    )
+    print(f"registered as {version.tag} (parent {registered.tag}): lightyard models show {version.tag}")
