@@ -2,6 +2,15 @@
 
 from lightyard.models.classifier import ClassifierModule
 from lightyard.models.distillation import DistillationModule
-from lightyard.models.nets import SmallCNN, build_net, small_cnn, torchvision_net
+from lightyard.models.nets import MLP, SmallCNN, build_net, mlp, small_cnn, torchvision_net
 
-__all__ = ["ClassifierModule", "DistillationModule", "SmallCNN", "build_net", "small_cnn", "torchvision_net"]
+__all__ = [
+    "MLP",
+    "ClassifierModule",
+    "DistillationModule",
+    "SmallCNN",
+    "build_net",
+    "mlp",
+    "small_cnn",
+    "torchvision_net",
+]

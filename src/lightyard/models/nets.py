@@ -7,7 +7,7 @@ same net config works for 8×8 grayscale digits and 224×224 RGB photos.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from lightyard.models.checkpoints import load_net_weights
 from lightyard.models.surgery import adapt_input_channels, replace_head
 
 GRID = 4  # SmallCNN's head sees a GRID × GRID map of features
+GRID_MLP = 8  # MLP's input: the image pooled to GRID_MLP × GRID_MLP (digits are 8×8 already)
 AUX_LOGIT_MODELS = ("inception_v3", "googlenet")
 TRUSTED_BUILDERS = ("lightyard.models.",)  # the only targets a stored net config may name
 PRUNED_CHANNELS = "pruned_channels"  # set in a stored net config when structured pruning removed channels
@@ -63,6 +64,39 @@ def small_cnn(
     num_classes: int, in_channels: int, width: int = 32, dropout: float = 0.3, weights: str | None = None
 ) -> SmallCNN:
     net = SmallCNN(num_classes, in_channels, width, dropout)
+    if weights:
+        load_net_weights(net, weights)
+    return net
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron over the image pooled to a GRID_MLP × GRID_MLP grid: a network of Linear
+    layers, the kind dynamic INT8 quantization (`lightyard quantize --mode dynamic`) is meant for."""
+
+    def __init__(
+        self, num_classes: int, in_channels: int = 1, hidden: Sequence[int] = (256, 128), dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(GRID_MLP), nn.Flatten()]
+        width = in_channels * GRID_MLP * GRID_MLP
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def mlp(
+    num_classes: int,
+    in_channels: int,
+    hidden: Sequence[int] = (256, 128),
+    dropout: float = 0.1,
+    weights: str | None = None,
+) -> MLP:
+    net = MLP(num_classes, in_channels, tuple(hidden), dropout)
     if weights:
         load_net_weights(net, weights)
     return net
