@@ -116,15 +116,15 @@ def test_torch_int8_loads_in_a_fresh_process(compressed) -> None:
         "import sys, torch\n"
         "m = torch.jit.load(sys.argv[1])\n"
         "x = torch.load(sys.argv[2], weights_only=True)\n"
-        "print('quantized::' in str(m.inlined_graph), m(x).argmax(1).tolist())\n"
+        "print('quantized::conv2d_relu' in str(m.inlined_graph), m(x).argmax(1).tolist())\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(export / "model.int8.ts"), str(compressed[0] / "images.pt")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    quantized, predicted = result.stdout.split(" ", 1)
-    assert quantized == "True"
+    fused, predicted = result.stdout.split(" ", 1)
+    assert fused == "True"  # conv, batch norm and ReLU became one quantized kernel
     eager = net_from_checkpoint(compressed[0] / "checkpoints" / "best.ckpt").net
     with torch.no_grad():
         expected = eager(images).argmax(1)
@@ -232,6 +232,20 @@ def test_pruning_over_the_accuracy_limit_is_not_registered(tmp_path: Path) -> No
     assert "not registered: unstructured pruning failed the accuracy gate" in result.stderr + result.stdout
     assert ModelStore().versions() == []
     assert "FAILED (not registered)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_interrupted_pruning_run_resumes_with_its_masks(tmp_path: Path) -> None:
+    run_dir = f"hydra.run.dir={tmp_path / 'run'}"
+    common = ["callbacks=[default,prune]", "prune.amount=0.5", "prune.steps=2", "prune.start_epoch=0",
+              "prune.every=1", "export.enabled=false", run_dir, *QUIET]  # fmt: skip
+    assert_ok(run_train([*common, "trainer.max_epochs=3"], cwd=tmp_path))
+    resumed = run_train([*common, "trainer.max_epochs=6"], cwd=tmp_path)  # reruns into the run dir
+    assert_ok(resumed)
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    last = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 5
+    # the zeros were masked again: three more epochs of fine-tuning did not bring them back
+    assert prunable_sparsity(last["state_dict"]) == pytest.approx(0.5, abs=1e-3)
 
 
 def test_compression_under_ddp_acts_once(tmp_path: Path) -> None:
