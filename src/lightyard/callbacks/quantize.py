@@ -47,12 +47,14 @@ class QuantizeCallback(CompressionStep):
         self.max_drop = max_drop
         self.onnx_settings = OnnxSettings(activation_type, weight_type, per_channel)
         self.parents: list[str] = []
+        self.calibrated = 0
         self.report: ExportReport | None = None
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             static = self.mode == "static"
             calibration = trainer.datamodule.calibration_batches(self.calibration_batches) if static else []
+            self.calibrated = len(calibration)  # the train split may hold fewer batches than asked
             self.report = quantize_export(
                 pl_module.net,
                 pl_module.spec,
@@ -93,6 +95,4 @@ class QuantizeCallback(CompressionStep):
         return f"{self.mode} INT8 quantization: " + ("; ".join(lines) or "not run")
 
     def lineage_step(self) -> dict:
-        return quantize_lineage(
-            self.mode, self.calibration_batches, self.max_drop, self.onnx_settings, self.report
-        )
+        return quantize_lineage(self.mode, self.calibrated, self.max_drop, self.onnx_settings, self.report)
