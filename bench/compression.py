@@ -30,7 +30,6 @@ import torchvision
 from lightyard.compress.gate import predict
 from lightyard.compress.measure import (
     Row,
-    artifact_runner,
     count_macs,
     eager_runner,
     latency_ms,
@@ -41,7 +40,7 @@ from lightyard.compress.pruning import sparsity
 from lightyard.compress.quantization import OnnxSettings, quantize_onnx, quantize_torch
 from lightyard.compress.report import markdown_table, measure_variants, write_report
 from lightyard.data import DigitsDataModule
-from lightyard.export.formats import write_onnx
+from lightyard.export.formats import load_artifact, write_onnx
 from lightyard.models.loading import net_from_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +96,7 @@ def digits(work: Path, threads: int) -> tuple[list[Row], dict]:
         row, _ = measure(label, eager_runner(net), net, test, dense_predictions, threads=threads)
         onnx = run_dir / "export" / "model.onnx"
         onnx_row, _ = measure(
-            f"{label}, ONNX", artifact_runner("onnx", onnx, threads), net, test, dense_predictions,
+            f"{label}, ONNX", load_artifact("onnx", onnx, threads), net, test, dense_predictions,
             file=onnx, threads=threads,
         )  # fmt: skip
         rows += [row, onnx_row]
@@ -153,7 +152,7 @@ def resnet18(work: Path, threads: int, repeats: int) -> tuple[list[list[str]], d
     timings: dict[str, dict] = {}
     with torch_threads(threads):
         runners = {"eager FP32": eager_runner(net)}
-        runners.update({name: artifact_runner(rt, path, threads) for name, (rt, path) in variants.items()})
+        runners.update({name: load_artifact(fmt, path, threads) for name, (fmt, path) in variants.items()})
         for name, run in runners.items():
             timings[name] = {
                 "b1": latency_ms(run, images, 1, repeats),

@@ -28,7 +28,8 @@ def every_override() -> list[str]:
 
 def test_every_config_file_is_covered() -> None:
     files = {str(p.relative_to(CONF_DIR).with_suffix("")) for p in CONF_DIR.rglob("*.yaml")}
-    covered = {o.replace("=", "/") for o in every_override()} | {"train", "hydra/default", "paths/default"}
+    covered = {o.replace("=", "/") for o in every_override()}
+    covered |= {"train", "hydra/default", "paths/default", "serve"}  # serve: test_serve_config_is_complete
     assert files <= covered, f"not composed by any test: {sorted(files - covered)}"
 
 
@@ -111,3 +112,14 @@ def test_valid_overrides_pass_the_check() -> None:
          "hydra/launcher=submitit_local", "experiment=cifar10_resnet18", "debug=null"],
         CONF_DIR,
     )  # fmt: skip
+
+
+def test_serve_config_is_complete() -> None:
+    """conf/serve.yaml sets every serving setting, and the defaults it states are the code's."""
+    from dataclasses import asdict
+
+    from lightyard.serving.settings import CONFIG, ServingSettings
+
+    stated = OmegaConf.to_container(OmegaConf.load(CONFIG))
+    assert stated == asdict(ServingSettings())
+    assert ServingSettings.load(CONFIG, environ={}) == ServingSettings()

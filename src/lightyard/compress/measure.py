@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lightyard.compress.gate import Batches, Predictions, predict
-from lightyard.export.formats import FORMATS, Runner, load_onnx
+from lightyard.export.formats import Runner
 
 
 @dataclass
@@ -74,11 +74,6 @@ def eager_runner(net: nn.Module) -> Runner:
             return net(images).numpy()
 
     return run
-
-
-def artifact_runner(runtime: str, path: Path, threads: int) -> Runner:
-    """A runner for an exported file; `runtime` names the FORMATS entry that loads it."""
-    return load_onnx(path, threads) if runtime == "onnx" else FORMATS[runtime].load(path)
 
 
 def latency_ms(run: Runner, images: torch.Tensor, batch: int, repeats: int = 30, warmup: int = 5) -> float:

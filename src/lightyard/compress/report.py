@@ -10,16 +10,17 @@ import matplotlib.pyplot as plt
 from torch import nn
 
 from lightyard.compress.gate import Batches, Predictions
-from lightyard.compress.measure import Row, artifact_runner, eager_runner, measure
+from lightyard.compress.measure import Row, eager_runner, measure
 from lightyard.export.exporter import MANIFEST, ExportReport
+from lightyard.export.formats import load_artifact
 from lightyard.io import write_text_atomic
 
-# (format in export.json, runtime that loads it, report row)
+# (format in export.json, report row)
 REPORT_ARTIFACTS = (
-    ("torchscript", "torchscript", "TorchScript"),
-    ("onnx", "onnx", "ONNX FP32"),
-    ("onnx-int8", "onnx", "ONNX INT8"),
-    ("torchscript-int8", "torchscript", "torch INT8"),
+    ("torchscript", "TorchScript"),
+    ("onnx", "ONNX FP32"),
+    ("onnx-int8", "ONNX INT8"),
+    ("torchscript-int8", "torch INT8"),
 )
 REPORT = "report.md"
 PLOT = "accuracy_latency.png"
@@ -66,11 +67,11 @@ def measure_variants(
     rows.append(eager)
     reference = reference or outcome
     export = ExportReport.load(export_dir) if (export_dir / MANIFEST).is_file() else None
-    for fmt, runtime, name in REPORT_ARTIFACTS:
+    for fmt, name in REPORT_ARTIFACTS:
         entry = export.formats.get(fmt) if export else None
         if entry and entry["passed"]:
             path = export_dir / entry["file"]
-            rows.append(row(name, artifact_runner(runtime, path, threads), net, reference, path)[0])
+            rows.append(row(name, load_artifact(fmt, path, threads), net, reference, path)[0])
     return rows
 
 

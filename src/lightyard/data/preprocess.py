@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -81,10 +82,16 @@ class PreprocessSpec:
         """An image (any size and mode) to the model's float C×H×W input."""
         return self.normalize(self.to_tensor(image))
 
-    def input_from_file(self, source: str | os.PathLike | bytes) -> torch.Tensor:
+    def input_from_file(
+        self,
+        source: str | os.PathLike | bytes,
+        max_pixels: int | None = None,
+        formats: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> torch.Tensor:
         """An image file (path or bytes) to the model's input: the one path an image takes for export
-        checks, the CLI and the server."""
-        return self.apply(load_image(source))
+        checks, the CLI and the server (which passes its limits, see `load_image`)."""
+        return self.apply(load_image(source, max_pixels, formats, name))
 
     def denormalize(self, inputs: torch.Tensor) -> torch.Tensor:
         """Model input back to [0, 1] pixels, for logging image grids."""
@@ -137,17 +144,46 @@ def _high_depth_to_l(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
 
 
-def load_image(source: str | os.PathLike | bytes) -> Image.Image:
+class ImageTooLarge(UserError):
+    """More pixels than allowed: refused before decoding (decompression bombs)."""
+
+
+class UnsupportedImage(UserError):
+    """A readable image in a format that is not accepted."""
+
+
+def load_image(
+    source: str | os.PathLike | bytes,
+    max_pixels: int | None = None,
+    formats: Sequence[str] | None = None,
+    name: str | None = None,
+) -> Image.Image:
     """Open an image file (path or bytes), apply its EXIF orientation, and decode it fully.
 
-    Raises `UserError` for anything that is not a complete, readable image.
+    `max_pixels` is checked on the header, before any decoding; `formats` (PIL names: PNG, JPEG, …)
+    limits what is accepted; `name` is what messages call the image. Raises `UserError` for anything that
+    is not a complete, readable image.
     """
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    name = name or ("the image" if isinstance(source, bytes) else str(source))
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            if formats is not None and image.format not in formats:
+                raise UnsupportedImage(
+                    f"{name} is a {image.format} image: send {', '.join(formats[:-1])} or {formats[-1]}"
+                )
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"{name} has {width}×{height} = {width * height:,} pixels, over the limit of "
+                    f"{max_pixels:,}: send a smaller image"
+                )
             image.load()
             return ImageOps.exif_transpose(image)
     except FileNotFoundError:
         raise UserError(f"image not found: {name}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageTooLarge(f"{name}: {err}") from None
+    except UnidentifiedImageError:
+        raise UserError(f"not a readable image: {name} (not in an image format this server reads)") from None
+    except (OSError, ValueError, SyntaxError) as err:
         raise UserError(f"not a readable image: {name} ({err})") from None

@@ -140,3 +140,18 @@ FORMATS: dict[str, Format] = {
         Format("pt2", "model.pt2", write_pt2, load_pt2),
     )
 }
+
+
+def runtime_of(fmt: str) -> str:
+    """The runtime that runs a registered format: `onnx-int8` runs in ONNX Runtime like `onnx`."""
+    runtime = fmt.removesuffix("-int8")
+    if runtime not in FORMATS:
+        raise ValueError(f"unknown format {fmt}")
+    return runtime
+
+
+def load_artifact(fmt: str, path: Path, threads: int | None = None) -> Runner:
+    """Any exported or compressed artifact, loaded in its runtime; `threads` caps ONNX Runtime's pool
+    (torch's is process-wide: `torch.set_num_threads`)."""
+    runtime = runtime_of(fmt)
+    return load_onnx(path, threads) if runtime == "onnx" else FORMATS[runtime].load(path)

@@ -15,6 +15,7 @@ from torch import nn
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
 from lightyard.export.exporter import LABELS, PREPROCESS, STATE_DICT, ExportReport
+from lightyard.export.formats import Runner, load_artifact
 from lightyard.models.checkpoints import read_checkpoint
 from lightyard.models.loading import rebuild_net
 from lightyard.registry.store import ModelStore, Version, verify
@@ -85,8 +86,8 @@ def git_commit() -> str | None:
 class RegisteredModel:
     """A verified model version: its files, metadata and preprocessing, and ways to run it.
 
-    Only ONNX and the state dict are loaded for you: `model.ts` and `model.pt2` load through pickle-based
-    readers, so their paths are given (`file("torchscript")`) for runtimes you choose to trust.
+    `model.ts` and `model.pt2` load through pickle-based readers: `runner()` loads them only from the
+    version `load()` verified against its checksums; `file(fmt)` gives any artifact's path.
     """
 
     version: Version
@@ -119,6 +120,12 @@ class RegisteredModel:
         if fmt not in formats:
             raise UserError(f"{self.tag} has no {fmt} artifact (registered: {', '.join(formats) or 'none'})")
         return self.path / formats[fmt]["file"]
+
+    def runner(self, fmt: str, threads: int | None = None) -> Runner:
+        """A batch of inputs → logits in the format's runtime (`onnx`, `onnx-int8`, `torchscript`, …).
+
+        Loading TorchScript unpickles: do it only from a version `load()` verified (checksums)."""
+        return load_artifact(fmt, self.file(fmt), threads)
 
     def onnx_session(self, threads: int | None = None, providers: list[str] | None = None):
         """An ONNX Runtime session; `threads` caps intra-op threads (workers × threads ≈ cores)."""

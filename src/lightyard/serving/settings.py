@@ -1,0 +1,89 @@
+"""What the server serves and its limits: `conf/serve.yaml`, overridden by `LIGHTYARD_*` variables.
+
+LIGHTYARD_MODEL=digits-cnn@staging LIGHTYARD_RUNTIME=onnx-int8 bentoml serve
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from lightyard.errors import UserError
+from lightyard.registry.store import ModelStore, Version
+
+CONFIG = Path(__file__).resolve().parents[3] / "conf" / "serve.yaml"
+RUNTIMES = ("onnx", "onnx-int8", "torchscript", "torchscript-int8")
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    model: str | None = None  # a registry reference; None: the production version, else the newest
+    runtime: str = "onnx"
+    threads: int = 0  # ONNX Runtime / torch intra-op threads; 0: one per core
+    max_batch_size: int = 32
+    max_latency_ms: int = 5000
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_pixels: int = 16_000_000
+    max_images: int = 32  # per /predict_batch request
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise UserError(
+                f"runtime '{self.runtime}' is unknown: set LIGHTYARD_RUNTIME to {', '.join(RUNTIMES)}"
+            )
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.type == "int" and (value < 0 or (value == 0 and item.name != "threads")):
+                raise UserError(
+                    f"{item.name}={value} must be a positive number (LIGHTYARD_{item.name.upper()})"
+                )
+
+    @property
+    def intra_op_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    @classmethod
+    def load(cls, config: Path = CONFIG, environ: Mapping[str, str] = os.environ) -> ServingSettings:
+        """Defaults from `conf/serve.yaml` (when present), then `LIGHTYARD_<SETTING>` variables."""
+        values: dict = {}
+        if config.is_file():
+            from omegaconf import OmegaConf
+
+            values.update(OmegaConf.to_container(OmegaConf.load(config)) or {})
+        for item in fields(cls):
+            raw = environ.get(f"LIGHTYARD_{item.name.upper()}")
+            if raw is None:
+                continue
+            if item.type == "int":
+                try:
+                    values[item.name] = int(raw)
+                except ValueError:
+                    raise UserError(f"LIGHTYARD_{item.name.upper()}={raw} is not a whole number") from None
+            else:
+                values[item.name] = raw or None
+        unknown = sorted(set(values) - {item.name for item in fields(cls)})
+        if unknown:
+            raise UserError(f"{config}: unknown setting {', '.join(unknown)}")
+        return cls(**values)
+
+
+def served_version(settings: ServingSettings, store: ModelStore) -> Version:
+    """The version to serve: `settings.model`, else the newest production version, else the newest."""
+    listing = "list the registered models with `lightyard models list`"
+    if settings.model:
+        try:
+            return store.resolve(settings.model)
+        except UserError as err:
+            hint = "" if "lightyard models" in str(err) else f"; {listing}"
+            raise UserError(f"cannot serve {settings.model}: {err}{hint}") from None
+    versions = store.versions()
+    if not versions:
+        raise UserError(
+            f"no model to serve: the registry at {store.models} is empty; train and register one "
+            "(python train.py) or set LIGHTYARD_MODEL"
+        )
+    production = [v for v in versions if v.stage == "production"]
+    return max(production or versions, key=lambda v: v.created)

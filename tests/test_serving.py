@@ -1,0 +1,291 @@
+"""The HTTP service: a real `bentoml serve` process on a free port, a freshly trained registered model."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightyard.data import DigitsDataModule
+from lightyard.models import ClassifierModule, build_net
+from lightyard.registry import ModelStore, register_export
+from tests.conftest import ROOT
+
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+LIMITS = {
+    "LIGHTYARD_MAX_BODY_BYTES": "200000",
+    "LIGHTYARD_MAX_PIXELS": "1000000",
+    "LIGHTYARD_MAX_IMAGES": "4",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(
+    args: list[str], home: Path, cwd: Path, env: dict | None = None
+) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = home.parent / f"serve-{port}.log"  # a file, not a pipe: an unread pipe fills and blocks the server
+    process = subprocess.Popen(
+        [BENTOML, "serve", *args, "--port", str(port)],
+        cwd=cwd,
+        env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # the server and its workers die together
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"bentoml serve exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop(process)
+    raise AssertionError("bentoml serve did not become ready in 120 s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def served(trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`bentoml serve` in the project root over a copy of the trained run's store: (url, BENTOML_HOME)."""
+    home = tmp_path_factory.mktemp("served") / "bentoml"
+    shutil.copytree(trained[1], home)
+    process, url = start_server([], home, ROOT, LIMITS)
+    yield url, home
+    stop(process)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digit_png() -> bytes:
+    splits = DigitsDataModule().load_splits()
+    return png(splits.test_source.images[splits.test[0]])
+
+
+def post(
+    url: str, route: str, files: list | None = None, data: dict | None = None, **kwargs
+) -> httpx.Response:
+    return httpx.post(f"{url}{route}", files=files, data=data, timeout=60, **kwargs)
+
+
+def test_health_info_and_bentoml_routes(served) -> None:
+    url, home = served
+    tag = ModelStore(home).resolve("digits-cnn:latest").tag
+    assert httpx.get(f"{url}/health").json() == {"status": "healthy", "model": tag}
+    info = httpx.get(f"{url}/info").json()
+    assert info["model"] == tag and info["runtime"] == "onnx"
+    assert info["metrics"]["test/acc"] == ModelStore(home).resolve(tag).metadata["metrics"]["test/acc"]
+    assert info["preprocess"] == json.loads(
+        (ModelStore(home).resolve(tag).path / "preprocess.json").read_text()
+    )
+    assert info["preprocess"]["class_names"] == [str(i) for i in range(10)]
+    assert info["limits"]["max_pixels"] == 1_000_000
+    for route in ("/livez", "/readyz", "/metrics"):
+        assert httpx.get(f"{url}{route}").status_code == 200, route
+    paths = set(httpx.get(f"{url}/docs.json").json()["paths"])
+    assert {"/predict", "/predict_batch", "/health", "/info", "/livez", "/readyz", "/metrics"} <= paths
+
+
+def test_predict_and_predict_batch(served) -> None:
+    url, _ = served
+    image = digit_png()
+    body = post(url, "/predict", files=[("image", ("digit.png", image, "image/png"))]).json()
+    predictions = body["predictions"]
+    assert len(predictions) == 5 and body["model"].startswith("digits-cnn:")
+    probabilities = [p["probability"] for p in predictions]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
+    assert all(p["label"] == str(p["class"]) for p in predictions)
+    three = post(url, "/predict", files=[("image", ("d.png", image, "image/png"))], data={"top_k": "3"})
+    assert [p["class"] for p in three.json()["predictions"]] == [p["class"] for p in predictions[:3]]
+    splits = DigitsDataModule().load_splits()
+    files = [
+        ("image", (f"{i}.png", png(splits.test_source.images[splits.test[i]]), "image/png")) for i in range(3)
+    ]
+    batch = post(url, "/predict_batch", files=files, data={"top_k": "1"}).json()
+    assert [r["filename"] for r in batch["results"]] == ["0.png", "1.png", "2.png"]
+    assert batch["results"][0]["predictions"][0]["class"] == predictions[0]["class"]
+
+
+def bad_inputs() -> dict[str, tuple[dict, int, str]]:
+    digit = digit_png()
+    image = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    truncated = png(image)[:2000]
+    bomb = png(np.zeros((1200, 1200), dtype=np.uint8))  # 1.44 M pixels, a few kB compressed
+    gif = io.BytesIO()
+    Image.new("L", (8, 8)).save(gif, format="GIF")
+    one = {"files": [("image", ("d.png", digit, "image/png"))]}
+    return {
+        "missing field": (
+            {"files": [("picture", ("d.png", digit, "image/png"))]},
+            400,
+            "missing field 'image'",
+        ),
+        "empty file": (
+            {"files": [("image", ("empty.png", b"", "image/png"))]},
+            400,
+            "empty.png is an empty file",
+        ),
+        "not an image": (
+            {"files": [("image", ("notes.txt", b"hello " * 50, "text/plain"))]},
+            400,
+            "notes.txt",
+        ),
+        "truncated": ({"files": [("image", ("cut.png", truncated, "image/png"))]}, 400, "truncated"),
+        "too many pixels": ({"files": [("image", ("bomb.png", bomb, "image/png"))]}, 413, "1,440,000 pixels"),
+        "body too large": (
+            {"files": [("image", ("big.png", png(image) + os.urandom(200_000), "image/png"))]},
+            413,
+            "over the limit",
+        ),
+        "top_k zero": ({**one, "data": {"top_k": "0"}}, 400, "top_k=0 is out of range"),
+        "top_k over classes": ({**one, "data": {"top_k": "11"}}, 400, "the model has 10 classes"),
+        "top_k not a number": ({**one, "data": {"top_k": "five"}}, 400, "not a whole number"),
+        "gif": (
+            {"files": [("image", ("a.gif", gif.getvalue(), "image/gif"))]},
+            415,
+            "send PNG, JPEG, BMP or WEBP",
+        ),
+        "json body": ({"json": {"image": "digit.png"}}, 415, "multipart/form-data"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_inputs()))
+def test_bad_input_gets_a_4xx_json_error(served, case: str) -> None:
+    url, _ = served
+    request, status, fragment = bad_inputs()[case]
+    response = post(url, "/predict", **request)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+    assert post(url, "/predict", files=[("image", ("d.png", digit_png(), "image/png"))]).status_code == 200
+
+
+def test_predict_batch_limits(served) -> None:
+    url, _ = served
+    files = [("image", (f"{i}.png", digit_png(), "image/png")) for i in range(5)]
+    response = post(url, "/predict_batch", files=files)
+    assert response.status_code == 400 and "Maximum number of files is 4" in response.json()["error"]
+    two = post(url, "/predict", files=files[:2])
+    assert two.status_code == 413 and "2 images in one request, at most 1" in two.json()["error"]
+    broken = [files[0], ("image", ("bad.png", b"nope", "image/png"))]
+    response = post(url, "/predict_batch", files=broken)
+    assert response.status_code == 400 and "bad.png" in response.json()["error"]
+
+
+def test_concurrent_requests_match_the_lightning_module(served, trained, tmp_path: Path) -> None:
+    """Every digits test image as a PNG, 16 clients at once: the server's top-1 equals the
+    LightningModule's prediction on the data module's tensor, for all of them, and requests were batched."""
+    url, _ = served
+    datamodule = DigitsDataModule()
+    splits = datamodule.load_splits()
+    datamodule.setup("test")
+    checkpoint = trained[0] / "checkpoints" / "best.ckpt"
+    net_config = torch.load(checkpoint, weights_only=True)["hyper_parameters"]["net_config"]
+    module = ClassifierModule.load_from_checkpoint(
+        checkpoint, net=build_net(net_config, datamodule.spec), optimizer=torch.optim.SGD, weights_only=True
+    ).eval()
+    images = [png(splits.test_source.images[index]) for index in splits.test]
+    tensors = torch.stack([datamodule.datasets["test"][i][0] for i in range(len(images))])
+    with torch.inference_mode():
+        expected = module(tensors).argmax(1).tolist()
+
+    def classify(position: int) -> int:
+        files = [("image", (f"{position}.png", images[position], "image/png"))]
+        response = post(url, "/predict", files=files, data={"top_k": "1"})
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0]["class"]
+
+    with ThreadPoolExecutor(16) as pool:
+        served_classes = list(pool.map(classify, range(len(images))))
+    assert len(images) == 270
+    assert served_classes == expected
+    metrics = httpx.get(f"{url}/metrics").text
+    counts = [line for line in metrics.splitlines() if line.startswith("bentoml_service_adaptive_batch_size")]
+    total = sum(float(line.rsplit(" ", 1)[1]) for line in counts if "_sum{" in line)
+    calls = sum(float(line.rsplit(" ", 1)[1]) for line in counts if "_count{" in line)
+    assert total >= len(images) and calls < total  # at least one runtime call served several requests
+
+
+@pytest.mark.parametrize(
+    ("env", "fragments"),
+    [
+        ({"LIGHTYARD_MODEL": "nope:latest"}, ("cannot serve nope:latest", "lightyard models list")),
+        ({"LIGHTYARD_MODEL": "digits-cnn@production"}, ("no version of digits-cnn is in production",)),
+        ({"LIGHTYARD_RUNTIME": "onnx-int8"}, ("has no onnx-int8 artifact", "lightyard quantize")),
+    ],
+)
+def test_a_bad_model_setting_stops_the_server(trained, tmp_path: Path, env: dict, fragments) -> None:
+    home = tmp_path / "bentoml"
+    shutil.copytree(trained[1], home)
+    result = subprocess.run(
+        [BENTOML, "serve", "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env},
+    )  # fmt: skip
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+def test_built_bento_serves_its_model(trained, tmp_path: Path) -> None:
+    home = tmp_path / "bentoml"
+    shutil.copytree(trained[1], home)
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    build = subprocess.run([BENTOML, "build"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    tag = ModelStore(home).resolve("digits-cnn:latest").tag
+    exported = tmp_path / "lightyard.bento"
+    subprocess.run([BENTOML, "export", "lightyard:latest", str(exported)], env=env, check=True, timeout=300)
+    with tarfile.open(exported) as archive:  # the served model travels with the Bento
+        names = archive.getnames()
+    assert any(name.endswith(f"models/digits-cnn/{tag.split(':')[1]}/model.onnx") for name in names), names[
+        :20
+    ]
+    # a version registered after the build must not change what the Bento serves
+    newer = register_export(trained[0] / "export", "digits-cnn", metrics={}, config={}, lineage={},
+                            store=ModelStore(home))  # fmt: skip
+    assert ModelStore(home).resolve("digits-cnn:latest").tag == newer.tag != tag
+    process, url = start_server(["lightyard:latest"], home, tmp_path)
+    try:
+        response = post(url, "/predict", files=[("image", ("d.png", digit_png(), "image/png"))])
+        assert response.status_code == 200 and response.json()["model"] == tag
+    finally:
+        stop(process)
