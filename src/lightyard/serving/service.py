@@ -165,13 +165,14 @@ class Lightyard:
         return k
 
     async def classify(self, images: list[np.ndarray]) -> np.ndarray:
-        """Through the batchable API. A pooled connection the model service closed while idle shows up as
-        a disconnect on reuse; inference is idempotent, so that call is simply made again."""
+        """Through the batchable API. Under load, a pooled connection to the model service is sometimes
+        closed as it is reused (a reset before any response); inference is idempotent, so that call is
+        made again."""
         batch = np.stack(images)
         for attempt in range(RUNNER_ATTEMPTS):
             try:
                 return await self.runner.to_async.infer(batch)
-            except aiohttp.ServerDisconnectedError:
+            except aiohttp.ClientConnectionError:  # disconnects and resets, before any response
                 if attempt == RUNNER_ATTEMPTS - 1:
                     raise
 
