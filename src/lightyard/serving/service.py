@@ -23,7 +23,7 @@ import torch
 from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from lightyard import __version__
@@ -181,7 +181,7 @@ def _service() -> Lightyard:
     return bentoml.get_current_service()
 
 
-async def _form(request: Request) -> Any:
+async def _form(request: Request) -> FormData:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise RequestError(
@@ -192,7 +192,7 @@ async def _form(request: Request) -> Any:
     return await request.form(max_files=SETTINGS.max_images, max_fields=16)
 
 
-async def _uploads(form: Any, most: int) -> list[UploadFile]:
+def _uploads(form: FormData, most: int) -> list[UploadFile]:
     uploads = [item for item in form.getlist("image") if isinstance(item, UploadFile)]
     if not uploads:
         raise RequestError("missing field 'image': send the image as multipart/form-data field 'image'")
@@ -214,7 +214,7 @@ async def predict(request: Request) -> dict:
     """One image (multipart field `image`) → its `top_k` classes (default 5), most probable first."""
     service = _service()
     form = await _form(request)
-    upload = (await _uploads(form, 1))[0]
+    upload = _uploads(form, 1)[0]
     k = service.top_k(form.get("top_k"))
     probabilities = await service.classify(await _decode_all(service, [upload]))
     return {"predictions": service.top(probabilities[0], k), "model": service.registered.tag}
@@ -225,7 +225,7 @@ async def predict_batch(request: Request) -> dict:
     """Several images (repeated multipart field `image`) → the `top_k` classes of each, in order."""
     service = _service()
     form = await _form(request)
-    uploads = await _uploads(form, SETTINGS.max_images)
+    uploads = _uploads(form, SETTINGS.max_images)
     k = service.top_k(form.get("top_k"))
     probabilities = await service.classify(await _decode_all(service, uploads))
     results = [
