@@ -39,7 +39,7 @@ RUNNER_ATTEMPTS = 3
 
 
 def serving_store() -> ModelStore:
-    """The model store BentoML is using: `$BENTOML_HOME/models`, or a built Bento's own `models/`."""
+    """The model store BentoML is using: `$BENTOML_HOME/models`, or the store it set for a Bento."""
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     return ModelStore(Path(BentoMLContainer.model_store.get()._path).parent)
@@ -77,7 +77,7 @@ class RequestError(Exception):
 class ModelRunner:
     """The runtime, behind a batchable API: a batch of preprocessed images in, class probabilities out."""
 
-    model = bentoml.models.BentoModel(SERVED.tag)  # `bentoml build` packs the served version
+    model = bentoml.models.BentoModel(SERVED.tag)  # declares the served version to `bentoml build`
 
     def __init__(self) -> None:
         threads = SETTINGS.intra_op_threads
