@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 
@@ -13,13 +12,10 @@ from torch import nn
 from lightyard.compress.gate import AccuracyGate, predict
 from lightyard.compress.measure import Row, eager_runner
 from lightyard.compress.report import markdown_table, measure_variants, write_report
+from lightyard.export.exporter import cpu_float_copy
 from lightyard.tracking.loggers import log_scalars, tensorboard_logger
 
 log = logging.getLogger("lightyard")
-
-
-def cpu_copy(net: nn.Module) -> nn.Module:
-    return copy.deepcopy(net).to("cpu", torch.float32).eval()
 
 
 def full_test_split(trainer: L.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -61,7 +57,7 @@ class PruningStep(CompressionStep):
             return
         test = full_test_split(trainer)
         reference = predict(eager_runner(self.reference_net), test)
-        pruned = predict(eager_runner(cpu_copy(pl_module.net)), test)
+        pruned = predict(eager_runner(cpu_float_copy(pl_module.net)), test)
         self.gate = AccuracyGate(
             reference.accuracy,
             pruned.accuracy,
@@ -121,7 +117,7 @@ class CompressionReport(L.Callback):
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Row]:
         pruning = next((cb for cb in trainer.callbacks if isinstance(cb, PruningStep)), None)
         return measure_variants(
-            cpu_copy(pl_module.net),
+            cpu_float_copy(pl_module.net),
             self.export_dir,
             full_test_split(trainer),
             reference_net=pruning.reference_net if pruning else None,

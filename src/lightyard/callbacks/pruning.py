@@ -10,10 +10,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelPruning
 
 from lightyard.callbacks.best_checkpoint import BestCheckpoint
-from lightyard.callbacks.compression import PruningStep, cpu_copy
+from lightyard.callbacks.compression import PruningStep
 from lightyard.compress.gate import DEFAULT_MAX_DROP
 from lightyard.compress.pruning import PRUNABLE, per_step_amount, prune_channels, restore_masks, sparsity
 from lightyard.errors import UserError
+from lightyard.export.exporter import cpu_float_copy
 from lightyard.models.checkpoints import check_fits
 from lightyard.models.loading import check_compatible, load_trained_net
 from lightyard.models.nets import PRUNED_CHANNELS
@@ -100,7 +101,7 @@ class IterativePruning(ModelPruning, PruningStep):
             )
         if self.parent:
             self.parents = [_load_parent(self.parent, pl_module)]
-            self.reference_net = cpu_copy(pl_module.net)
+            self.reference_net = cpu_float_copy(pl_module.net)
             self.reference = self.parents[0]
         else:
             self.reference = f"the network before the first step (epoch {self.epochs[0]})"
@@ -119,7 +120,7 @@ class IterativePruning(ModelPruning, PruningStep):
         if epoch not in self.epochs:
             return
         if self.reference_net is None and epoch == self.epochs[0]:
-            self.reference_net = cpu_copy(pl_module.net)
+            self.reference_net = cpu_float_copy(pl_module.net)
         self.apply_pruning(self.per_step)
         if self.lottery_ticket:
             self.apply_lottery_ticket_hypothesis()
@@ -175,7 +176,7 @@ class StructuredPruning(PruningStep):
         if stage != "fit" or net_config.get(PRUNED_CHANNELS):  # resumed: the net is already pruned
             return
         self.parents = [_load_parent(self.parent, pl_module)]
-        self.reference_net = cpu_copy(pl_module.net)
+        self.reference_net = cpu_float_copy(pl_module.net)
         self.reference = self.parents[0]
         spec = pl_module.spec
         example = torch.zeros(1, spec.channels, spec.height, spec.width)
@@ -184,7 +185,7 @@ class StructuredPruning(PruningStep):
         if trainer.is_global_zero:
             ratio = self.details["macs_before"] / self.details["macs_after"]
             log.info(
-                f"removed {self.amount:.0%} of the channels of {self.parents[0]}: {ratio:.2f}× less MACs"
+                f"removed {self.amount:.0%} of the channels of {self.parents[0]}: {ratio:.2f}× fewer MACs"
             )
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -11,9 +11,11 @@ from lightyard.errors import UserError
 if TYPE_CHECKING:  # torch and the data package load only when the command runs
     import torch
 
+    from lightyard.data import ImageDataModule
     from lightyard.data.preprocess import PreprocessSpec
 
 FORMAT_NAMES = ("onnx", "torchscript", "pt2")
+TRUSTED_DATA = ("lightyard.data.",)  # the only data modules a stored config may name
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -74,17 +76,31 @@ def _run_config(run_dir: Path, key: str) -> dict:
 def _test_images(run_dir: Path, count: int) -> torch.Tensor:
     """The first `count` test images of the run that wrote the checkpoint, through its data module."""
     import torch
-    from omegaconf import OmegaConf
-
-    from lightyard.config import instantiate
 
     data = _run_config(run_dir, "data")
     if not data:
         raise UserError(f"no test images: {run_dir} has no .hydra/config.yaml; pass --images DIR")
-    datamodule = instantiate(OmegaConf.create(data))
-    datamodule.setup("test")
+    datamodule = datamodule_from(data)
     images = [image for image, _ in (datamodule.datasets["test"][i] for i in range(count))]
     return torch.stack(images)
+
+
+def datamodule_from(data: dict, spec: PreprocessSpec | None = None) -> ImageDataModule:
+    """The data module a stored `data` config describes, set up for testing. Only lightyard's own data
+    modules are accepted (the config may come from the registry); with `spec`, the data must match it."""
+    from omegaconf import OmegaConf
+
+    from lightyard.config import instantiate
+    from lightyard.models.loading import check_compatible
+
+    target = str(data.get("_target_", ""))
+    if not target.startswith(TRUSTED_DATA):
+        raise UserError(f"stored data config names '{target}', which is not a lightyard data module")
+    datamodule = instantiate(OmegaConf.create(data))
+    if spec is not None:
+        check_compatible(spec, datamodule.spec, "the model", role="model")
+    datamodule.setup("test")
+    return datamodule
 
 
 def _folder_images(folder: Path, spec: PreprocessSpec, count: int) -> torch.Tensor:

@@ -20,11 +20,8 @@ from lightyard.errors import UserError
 if TYPE_CHECKING:  # torch loads only when the command runs
     from torch import nn
 
-    from lightyard.data import ImageDataModule
     from lightyard.data.preprocess import PreprocessSpec
     from lightyard.registry import RegisteredModel
-
-TRUSTED_DATA = ("lightyard.data.",)  # the only data modules a stored config may name
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -64,12 +61,13 @@ class Source:
 
 
 def run(args: argparse.Namespace) -> None:
+    from lightyard.cli.export import datamodule_from
     from lightyard.compress.quantization import OnnxSettings, check_mode, quantize_export, quantize_lineage
     from lightyard.compress.report import markdown_table, measure_variants, write_report
 
     check_mode(args.mode)
     source = _source(args.model, args.out)
-    datamodule = _datamodule(source.data, source.spec)
+    datamodule = datamodule_from(source.data, source.spec)
     static = args.mode == "static"
     calibration = datamodule.calibration_batches(args.calibration_batches) if static else []
     test = list(datamodule.test_dataloader())
@@ -131,21 +129,6 @@ def _source(model: str, out: Path | None) -> Source:
         out or default_out,
         registered,
     )
-
-
-def _datamodule(data: dict, spec: PreprocessSpec) -> ImageDataModule:
-    from omegaconf import OmegaConf
-
-    from lightyard.config import instantiate
-    from lightyard.models.loading import check_compatible
-
-    target = str(data.get("_target_", ""))
-    if not target.startswith(TRUSTED_DATA):
-        raise UserError(f"stored data config names '{target}', which is not a lightyard data module")
-    datamodule = instantiate(OmegaConf.create(data))
-    check_compatible(spec, datamodule.spec, "the model", role="quantized model")
-    datamodule.setup("test")
-    return datamodule
 
 
 def _copy_version(registered: RegisteredModel, out: Path) -> None:

@@ -12,7 +12,6 @@ ran slower than FP32.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch import nn
 from lightyard.compress.gate import DEFAULT_MAX_DROP, Batches, check_accuracy, predict
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
-from lightyard.export.exporter import ExportReport, export_model, produce
+from lightyard.export.exporter import ExportReport, cpu_float_copy, export_model, produce
 from lightyard.export.formats import FORMATS, INPUT_NAME, quiet
 
 MODES = ("static", "dynamic")
@@ -114,8 +113,8 @@ def quantize_torch(
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     # Lightning's test hooks run in inference mode; tensors made there cannot enter tracing: clone them out
+    net = cpu_float_copy(net)
     with quiet(), torch.inference_mode(False), torch.no_grad():
-        net = copy.deepcopy(net).to("cpu", torch.float32).eval()
         example = example.to("cpu", torch.float32).clone()
         torch.backends.quantized.engine = "x86"
         if mode == "static":
@@ -165,8 +164,7 @@ def quantize_export(
     if mode == "static" and not calibration:
         raise UserError("static quantization needs calibration batches: set calibration_batches ≥ 1")
     out_dir = Path(out_dir)
-    with torch.inference_mode(False):  # Lightning's test hooks run in inference mode: copy real tensors
-        net = copy.deepcopy(net).to("cpu", torch.float32).eval()
+    net = cpu_float_copy(net)
     test = [(images.to("cpu", torch.float32), labels.cpu()) for images, labels in test]
     fp32_onnx = out_dir / FORMATS["onnx"].filename
     if not fp32_onnx.is_file():

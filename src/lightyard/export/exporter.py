@@ -76,6 +76,14 @@ class ExportReport:
         return cls(Path(out_dir), data["net"], data["formats"])
 
 
+def cpu_float_copy(net: nn.Module) -> nn.Module:
+    """What every export and compression step works on: a CPU float32 copy in eval mode, whatever the
+    training device and precision. Made outside inference mode (Lightning's test hooks run in it), so the
+    copy's tensors can be traced and quantized."""
+    with torch.inference_mode(False):
+        return copy.deepcopy(net).to("cpu", torch.float32).eval()
+
+
 def check_formats(formats: Sequence[str]) -> list[str]:
     unknown = [name for name in formats if name not in FORMATS]
     if unknown or not formats:
@@ -106,7 +114,7 @@ def export_model(
         raise UserError("export needs at least 2 test images for the parity gate")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    net = copy.deepcopy(net).to("cpu", torch.float32).eval()
+    net = cpu_float_copy(net)
     inputs = inputs.detach().to("cpu", torch.float32)
 
     torch.save(net.state_dict(), out_dir / STATE_DICT)
