@@ -210,8 +210,9 @@ def test_predict_batch_limits(served) -> None:
 
 def test_concurrent_requests_match_the_lightning_module(served, trained, tmp_path: Path) -> None:
     """Every digits test image as a PNG, 16 clients at once: the server's top-1 equals the
-    LightningModule's prediction on the data module's tensor, for all of them, and requests were batched."""
-    url, _ = served
+    LightningModule's prediction on the data module's tensor, for all of them, and requests were batched;
+    no call to the model service was cut off on the way (the server logs each one it sends again)."""
+    url, home = served
     datamodule = DigitsDataModule()
     splits = datamodule.load_splits()
     datamodule.setup("test")
@@ -240,6 +241,8 @@ def test_concurrent_requests_match_the_lightning_module(served, trained, tmp_pat
     total = sum(float(line.rsplit(" ", 1)[1]) for line in counts if "_sum{" in line)
     calls = sum(float(line.rsplit(" ", 1)[1]) for line in counts if "_count{" in line)
     assert total >= len(images) and calls < total  # at least one runtime call served several requests
+    (log,) = home.parent.glob("serve-*.log")
+    assert "model service call" not in log.read_text()
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,14 @@ class RequestError(Exception):
         self.status = status
 
 
-@bentoml.service(name="lightyard-model", workers=1, traffic={"timeout": 120})
+# BentoML (since 1.4.30) replaces its client session to a dependency every `max_requests` calls or
+# `max_age` seconds and closes the old one with the calls still in flight on it: under 32 concurrent
+# clients about one call in five was cut off and had to be sent again. The model service is local, so
+# the session is kept for the life of the worker.
+KEEP_SESSION = {"max_requests": 2**31 - 1, "max_age": float(2**31 - 1)}
+
+
+@bentoml.service(name="lightyard-model", workers=1, traffic={"timeout": 120}, runner_connection=KEEP_SESSION)
 class ModelRunner:
     """The runtime, behind a batchable API: a batch of preprocessed images in, class probabilities out."""
 
@@ -127,6 +134,7 @@ class Lightyard:
     runner = bentoml.depends(ModelRunner)
 
     def __init__(self) -> None:
+        torch.set_num_threads(1)  # one upload's preprocessing is small: leave the cores to the runtime
         self.registered = SERVED
         self.spec = self.registered.spec
         self.labels = self.registered.class_names()
@@ -166,10 +174,10 @@ class Lightyard:
         return k
 
     async def classify(self, images: list[np.ndarray]) -> np.ndarray:
-        """Through the batchable API. Under load a call to the model service is, rarely, lost: the pooled
-        connection is reset before any response, or (seen once in about 600 calls) no answer ever comes.
-        Inference is idempotent, so such a call is made again: after a reset at once, after silence once
-        the batching window and a compute allowance have passed."""
+        """Through the batchable API. Should a call to the model service still be lost (its connection
+        reset before any response, or no answer at all; see KEEP_SESSION for the cause that was found),
+        it is made again, since inference is idempotent: after a reset at once, after silence once the
+        batching window and a compute allowance have passed. Each retry is logged."""
         batch = np.stack(images)
         for attempt in range(1, RUNNER_ATTEMPTS + 1):
             try:
