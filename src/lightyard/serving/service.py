@@ -11,6 +11,7 @@ Bad input never reaches the runtime: it gets a 4xx JSON `{"error": …}` and the
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,18 @@ def load_served(settings: ServingSettings) -> RegisteredModel:
     return model
 
 
+def settle_heap() -> None:
+    """Called by each worker once it has loaded everything, to keep garbage collection out of latency.
+
+    Torch, ONNX and BentoML leave about 700,000 objects on a worker's heap, and every full collection
+    walked them all: 0.3-0.4 s in which the worker stood still and every request in flight waited (seen
+    as clusters of 32 slow requests; p99 twice p50). Freezing moves them out of the collector's sight.
+    A larger first threshold lets each request's short-lived garbage die young instead of being promoted
+    into full collections. `bench/serving.py`, ResNet-18, 32 clients: p99 about halved."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 SETTINGS = ServingSettings.load()
 SERVED = load_served(SETTINGS)
 RUNNER_TIMEOUT_S = SETTINGS.max_latency_ms / 1000 + 10  # the batching window, then compute time
@@ -92,6 +105,7 @@ class ModelRunner:
         torch.set_num_threads(threads)
         self.run = SERVED.runner(SETTINGS.runtime, threads)
         log.info(f"serving {SERVED.tag} with {SETTINGS.runtime} ({threads} threads)")
+        settle_heap()
 
     @bentoml.api(
         batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms
@@ -138,6 +152,7 @@ class Lightyard:
         self.registered = SERVED
         self.spec = self.registered.spec
         self.labels = self.registered.class_names()
+        settle_heap()
 
     def decode(self, data: bytes, name: str) -> np.ndarray:
         """Upload bytes → the model's input, within the limits; a `RequestError` for anything else."""
