@@ -4,7 +4,9 @@ N concurrent clients send a fixed number of `POST /predict` requests (a 224×224
 distinct images) to each server in turn, in one run: the lightyard service for every `--runtime`, then
 the baseline (bench/baseline_server.py: Flask, one image per request, eager PyTorch). It prints requests/s,
 p50/p95/p99 latency, the error count and the service's mean batch size (from its /metrics), and the ratio
-of the service's throughput to the baseline's.
+of the service's throughput to the baseline's. First it times each runtime called directly, with no server,
+at the server's threads and largest batch, beside eager PyTorch one image at a time: the bounds no server
+can pass on this machine, printed with the throughput a p99 target needs at this concurrency.
 
 By default it registers ResNet-18 with random weights (1,000 classes, 224×224, FP32 ONNX and static INT8
 ONNX) in a temporary BENTOML_HOME, so no trained model is needed; `--model REF` serves a registered model
@@ -35,11 +37,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lightyard.compress.measure import eager_runner, latency_ms, torch_threads
 from lightyard.compress.quantization import quantize_export
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.export import export_model
 from lightyard.models import build_net
-from lightyard.registry import ModelStore, register_export
+from lightyard.registry import ModelStore, load, register_export
+from lightyard.serving.settings import ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -65,6 +69,22 @@ def register_resnet18(home: Path) -> str:
         out, "bench-resnet18", metrics={}, config={}, lineage={}, store=ModelStore(home)
     )
     return version.tag
+
+
+def compute_alone(tag: str, home: Path, runtimes: list[str]) -> dict[str, float]:
+    """Images/s of each served runtime called directly, at the server's threads and largest batch, and of
+    eager PyTorch one image at a time (the baseline's model call): what no HTTP server can exceed here."""
+    settings = ServingSettings.load()
+    threads, batch = settings.intra_op_threads, settings.max_batch_size
+    model = load(tag, store=ModelStore(home))
+    images = torch.randn(batch, model.spec.channels, model.spec.height, model.spec.width)
+    with torch_threads(threads):
+        alone = {
+            runtime: 1000 * batch / latency_ms(model.runner(runtime, threads), images, batch, repeats=5)
+            for runtime in runtimes
+        }
+        alone["eager"] = 1000 / latency_ms(eager_runner(model.net()), images, 1, repeats=20)
+    return alone
 
 
 def jpeg_pool(count: int, size: int = 224) -> list[bytes]:
@@ -116,7 +136,7 @@ def stop(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-async def load(url: str, images: list[bytes], concurrency: int, requests: int) -> dict:
+async def run_clients(url: str, images: list[bytes], concurrency: int, requests: int) -> dict:
     """`requests` POSTs from `concurrency` clients; latency per request, errors counted, never raised."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -178,9 +198,9 @@ def batch_counters(url: str) -> tuple[float, float]:
 
 
 def measure(url: str, images: list[bytes], args: argparse.Namespace, batched: bool) -> dict:
-    asyncio.run(load(url, images, args.concurrency, min(200, args.requests)))  # warm-up, not counted
+    asyncio.run(run_clients(url, images, args.concurrency, min(200, args.requests)))  # warm-up, not counted
     before = batch_counters(url) if batched else (0.0, 0.0)
-    figures = asyncio.run(load(url, images, args.concurrency, args.requests))
+    figures = asyncio.run(run_clients(url, images, args.concurrency, args.requests))
     if batched:
         after = batch_counters(url)
         calls = after[1] - before[1]
@@ -217,6 +237,12 @@ def main() -> None:
             "LIGHTYARD_MODEL": tag,
         }
         images = jpeg_pool(64)
+        alone = compute_alone(tag, home, args.runtime)
+        print(
+            "called directly, no server: "
+            + ", ".join(f"{name} {rate:.1f} images/s" for name, rate in alone.items()),
+            flush=True,
+        )
         print(f"model {tag}; {args.concurrency} clients × {args.requests} requests per server", flush=True)
         results: dict[str, dict] = {}
         for runtime in args.runtime:
@@ -263,10 +289,20 @@ def main() -> None:
         "runtime": args.runtime[0],
         "runs": results,
     }
+    # Little's law: with every client always waiting, mean latency = clients / throughput, and a p99
+    # within the target needs at least a mean within it.
+    summary["alone"] = alone
+    summary["rps_needed_for_p99"] = args.concurrency / (P99_TARGET_MS / 1000)
+    print(
+        f"\nbounds on this machine: {args.runtime[0]} called directly gives "
+        f"{alone[args.runtime[0]]:.1f} images/s, {alone[args.runtime[0]] / alone['eager']:.2f}× eager "
+        f"PyTorch's {alone['eager']:.1f}; a p99 ≤ {P99_TARGET_MS:.0f} ms with {args.concurrency} clients "
+        f"needs ≥ {summary['rps_needed_for_p99']:.0f} requests/s (Little's law)"
+    )
     if summary["ratio"] is not None:
         met = summary["ratio"] >= RATIO_TARGET and first["p99_ms"] <= P99_TARGET_MS
         print(
-            f"\n{args.runtime[0]}: {summary['ratio']:.2f}× the baseline's throughput "
+            f"{args.runtime[0]}: {summary['ratio']:.2f}× the baseline's throughput "
             f"(target ≥ {RATIO_TARGET}), "
             f"p99 {first['p99_ms']:.0f} ms (target ≤ {P99_TARGET_MS:.0f}): {'met' if met else 'NOT MET'}"
         )
