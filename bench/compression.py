@@ -40,7 +40,8 @@ from lightyard.compress.pruning import sparsity
 from lightyard.compress.quantization import OnnxSettings, quantize_onnx, quantize_torch
 from lightyard.compress.report import markdown_table, measure_variants, write_report
 from lightyard.data import DigitsDataModule
-from lightyard.export.formats import load_artifact, write_onnx
+from lightyard.export.formats import write_onnx
+from lightyard.export.runtimes import load_artifact
 from lightyard.models.loading import net_from_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,8 +156,8 @@ def resnet18(work: Path, threads: int, repeats: int) -> tuple[list[list[str]], d
         runners.update({name: load_artifact(fmt, path, threads) for name, (fmt, path) in variants.items()})
         for name, run in runners.items():
             timings[name] = {
-                "b1": latency_ms(run, images, 1, repeats),
-                "b8": latency_ms(run, images, 8, max(5, repeats // 3)),
+                "b1": latency_ms(run, images.numpy(), 1, repeats),
+                "b8": latency_ms(run, images.numpy(), 8, max(5, repeats // 3)),
                 "bytes": variants[name][1].stat().st_size if name in variants else None,
             }
             print(f"  resnet18 {name}: {timings[name]['b1']:.1f} ms at batch 1", flush=True)

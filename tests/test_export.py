@@ -19,8 +19,8 @@ from torch import nn
 from lightyard.data import DigitsDataModule
 from lightyard.errors import UserError
 from lightyard.export import FORMATS, check_parity, export_model
-from lightyard.export.exporter import ExportReport
-from lightyard.export.formats import load_onnx
+from lightyard.export.manifest import ExportReport
+from lightyard.export.runtimes import load_onnx
 from lightyard.models import ClassifierModule, build_net, small_cnn
 from tests.tensorboard_reader import read_events
 

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import functional as F
 
+from lightyard.callbacks.prediction_samples import denormalize
 from lightyard.data import DigitsDataModule, PreprocessSpec, load_image
+from lightyard.data.preprocess import to_mode
 from lightyard.errors import UserError
 from tests.conftest import save_image
 
@@ -39,13 +42,13 @@ def test_every_mode_becomes_the_model_input(mode: str, channels: int, tmp_path: 
 
 def test_sixteen_bit_grayscale_keeps_its_range(tmp_path: Path) -> None:
     save_image(tmp_path / "deep.png", "I;16", (4, 4), 200)  # stored as 200 * 257
-    pixels = RGB_SPEC.to_tensor(load_image(tmp_path / "deep.png"))
+    pixels = RGB_SPEC.to_pixels(load_image(tmp_path / "deep.png"))
     assert int(pixels.max()) == 200
 
 
 def test_transparent_pixels_are_composited_on_white() -> None:
     image = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
-    assert int(RGB_SPEC.to_tensor(image).min()) == 255
+    assert int(RGB_SPEC.to_pixels(image).min()) == 255
 
 
 def test_center_crop_policy() -> None:
@@ -55,8 +58,8 @@ def test_center_crop_policy() -> None:
     )  # fmt: skip
     wide = np.zeros((10, 20), dtype=np.uint8)
     wide[:, 8:12] = 255  # a bright stripe in the middle survives the crop; the sides do not
-    pixels = spec.to_tensor(Image.fromarray(wide))
-    assert pixels.shape == (1, 4, 4) and pixels.float().mean() > 60
+    pixels = spec.to_pixels(Image.fromarray(wide))
+    assert pixels.shape == (4, 4, 1) and pixels.mean() > 60
 
 
 def test_a_digit_saved_as_png_gives_the_training_tensor(tmp_path: Path) -> None:
@@ -78,9 +81,38 @@ def test_spec_round_trips_through_json(tmp_path: Path) -> None:
 
 
 def test_denormalize_inverts_normalize() -> None:
-    pixels = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
-    restored = RGB_SPEC.denormalize(RGB_SPEC.normalize(pixels))
-    assert torch.allclose(restored * 255, pixels.float(), atol=1e-3)
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    restored = denormalize(torch.from_numpy(RGB_SPEC.normalize(pixels))[None], RGB_SPEC)[0]
+    assert torch.allclose(restored * 255, torch.from_numpy(pixels).permute(2, 0, 1).float(), atol=1e-3)
+
+
+def torchvision_recipe(spec: PreprocessSpec, image: Image.Image) -> torch.Tensor:
+    """What torchvision's transforms make of a PIL image: Resize, CenterCrop, PILToTensor, Normalize."""
+    image = to_mode(image, spec.channels)
+    if spec.resize_policy == "center_crop":
+        image = F.center_crop(F.resize(image, spec.resize_size), [spec.height, spec.width])
+    else:
+        image = F.resize(image, [spec.height, spec.width])
+    return F.normalize(F.pil_to_tensor(image).float() / 255.0, list(spec.mean), list(spec.std))
+
+
+def test_numpy_preprocessing_equals_torchvisions_recipe() -> None:
+    """The server's NumPy + Pillow path gives, bit for bit, the input torchvision's transforms would:
+    nets trained elsewhere with the torchvision recipe see the pixels they were trained on."""
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        channels = int(rng.choice([1, 3]))
+        height, width = (int(n) for n in rng.integers(5, 300, 2))
+        shape = (height, width, 3) if channels == 3 else (height, width)
+        image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+        size = (int(n) for n in rng.integers(4, 40, 2))
+        crop = bool(rng.integers(2))
+        mean, std = tuple(rng.random(channels).round(3)), tuple((rng.random(channels) + 0.1).round(3))
+        spec = PreprocessSpec(
+            *size, channels, mean, std, ("a", "b"),
+            "center_crop" if crop else "exact", int(rng.integers(40, 80)) if crop else None,
+        )  # fmt: skip
+        assert np.array_equal(spec.to_array(image), torchvision_recipe(spec, image).numpy())
 
 
 def test_bad_files_are_refused(tmp_path: Path) -> None:

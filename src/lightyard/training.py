@@ -21,7 +21,7 @@ from lightyard.callbacks.quantize import QuantizeCallback
 from lightyard.config import build_trainer, instantiate, instantiate_all
 from lightyard.data import ImageDataModule
 from lightyard.errors import UserError
-from lightyard.export.exporter import ExportReport
+from lightyard.export.manifest import ExportReport
 from lightyard.io import write_json_atomic
 from lightyard.models import build_net
 from lightyard.models.checkpoints import check_fits, net_state_dict, read_checkpoint

@@ -8,8 +8,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from lightyard.export.exporter import ExportReport, check_formats, export_model
+from lightyard.export.exporter import check_formats, export_model
 from lightyard.export.formats import FORMATS
+from lightyard.export.manifest import ExportReport
 from lightyard.export.parity import DEFAULT_ATOL
 from lightyard.tracking.loggers import log_scalars
 

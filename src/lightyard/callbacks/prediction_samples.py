@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 
+from lightyard.data.preprocess import PreprocessSpec
 from lightyard.tracking.figures import prediction_grid_figure
 from lightyard.tracking.loggers import log_figure
 
@@ -28,7 +30,7 @@ class PredictionSamples(L.Callback):
             trainer,
             f"{stage}/predictions",
             lambda: prediction_grid_figure(
-                spec.denormalize(x[:n].float()).cpu(),
+                denormalize(x[:n].float().cpu(), spec),
                 outputs["preds"][:n].cpu(),
                 y[:n].cpu(),
                 spec.class_names,
@@ -52,3 +54,10 @@ class PredictionSamples(L.Callback):
     ) -> None:
         if batch_idx == 0 and dataloader_idx == 0:
             self._log(trainer, pl_module, outputs, batch, "test")
+
+
+def denormalize(inputs: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """Model inputs (N×C×H×W) back to [0, 1] pixels, for the image grid."""
+    mean = torch.tensor(spec.mean).view(-1, 1, 1)
+    std = torch.tensor(spec.std).view(-1, 1, 1)
+    return (inputs * std + mean).clamp(0, 1)

@@ -16,7 +16,7 @@ from lightyard.compress.quantization import (
     quantize_export,
     quantize_lineage,
 )
-from lightyard.export.exporter import ExportReport
+from lightyard.export.manifest import ExportReport
 from lightyard.tracking.loggers import log_scalars
 
 

@@ -104,6 +104,7 @@ def datamodule_from(data: dict, spec: PreprocessSpec | None = None) -> ImageData
 
 
 def _folder_images(folder: Path, spec: PreprocessSpec, count: int) -> torch.Tensor:
+    import numpy as np
     import torch
 
     from lightyard.data.preprocess import IMAGE_EXTENSIONS
@@ -111,4 +112,4 @@ def _folder_images(folder: Path, spec: PreprocessSpec, count: int) -> torch.Tens
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:count]
     if len(files) < 2:
         raise UserError(f"{folder} has {len(files)} image file(s): the parity gate needs at least 2")
-    return torch.stack([spec.input_from_file(path) for path in files])
+    return torch.from_numpy(np.stack([spec.input_from_file(path) for path in files]))

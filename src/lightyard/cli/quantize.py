@@ -133,7 +133,7 @@ def _source(model: str, out: Path | None) -> Source:
 
 def _copy_version(registered: RegisteredModel, out: Path) -> None:
     """The registered files and an `export.json` rebuilt from its metadata: an export folder again."""
-    from lightyard.export.exporter import ExportReport
+    from lightyard.export.manifest import ExportReport
 
     out.mkdir(parents=True, exist_ok=True)
     for path in registered.path.iterdir():

@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from lightyard.export.formats import Runner
+from lightyard.export.runtimes import Runner
 
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 
@@ -36,7 +36,7 @@ class Predictions:
 def predict(run: Runner, batches: Batches) -> Predictions:
     predicted, labels = [], []
     for images, targets in batches:
-        predicted.append(np.asarray(run(images)).argmax(axis=1))
+        predicted.append(run(images.numpy()).argmax(axis=1))
         labels.append(targets.numpy())
     return Predictions(np.concatenate(predicted), np.concatenate(labels))
 

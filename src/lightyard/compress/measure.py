@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from lightyard.compress.gate import Batches, Predictions, predict
-from lightyard.export.formats import Runner
+from lightyard.export.runtimes import Runner
 
 
 @dataclass
@@ -69,18 +70,16 @@ def torch_threads(threads: int) -> Iterator[None]:
 def eager_runner(net: nn.Module) -> Runner:
     net = net.eval()
 
-    def run(images: torch.Tensor):
+    def run(images: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return net(images).numpy()
+            return net(torch.from_numpy(images)).numpy()
 
     return run
 
 
-def latency_ms(run: Runner, images: torch.Tensor, batch: int, repeats: int = 30, warmup: int = 5) -> float:
+def latency_ms(run: Runner, images: np.ndarray, batch: int, repeats: int = 30, warmup: int = 5) -> float:
     """Median wall time of one call on `batch` images (repeated from `images` if it holds fewer)."""
-    inputs = images[:batch]
-    if len(inputs) < batch:
-        inputs = images.repeat((batch + len(images) - 1) // len(images), 1, 1, 1)[:batch]
+    inputs = np.resize(images, (batch, *images.shape[1:])) if len(images) < batch else images[:batch]
     for _ in range(warmup):
         run(inputs)
     times = []
@@ -105,7 +104,7 @@ def measure(
     """One report row. `net` is the eager network the artifact was made from (for parameters and MACs);
     `reference` the FP32 predictions that top-1 agreement is counted against (None: this is the reference)."""
     test = list(test)
-    images = torch.cat([batch for batch, _ in test])
+    images = torch.cat([batch for batch, _ in test]).numpy()
     with torch_threads(threads):
         outcome = predict(run, test)
         b1 = latency_ms(run, images, 1, repeats)
@@ -116,7 +115,7 @@ def measure(
         file_bytes=file.stat().st_size if file else None,
         parameters=parameters,
         nonzeros=nonzeros,
-        macs=count_macs(net, images),
+        macs=count_macs(net, torch.from_numpy(images)),
         p50_b1_ms=b1,
         p50_b32_ms=b32,
         throughput=32_000.0 / b32,

@@ -20,10 +20,13 @@ import torch
 from torch import nn
 
 from lightyard.compress.gate import DEFAULT_MAX_DROP, Batches, check_accuracy, predict
+from lightyard.compress.measure import eager_runner
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
-from lightyard.export.exporter import ExportReport, cpu_float_copy, export_model, produce
-from lightyard.export.formats import FORMATS, INPUT_NAME, quiet
+from lightyard.export.exporter import cpu_float_copy, export_model, produce
+from lightyard.export.formats import FORMATS
+from lightyard.export.manifest import ExportReport
+from lightyard.export.runtimes import INPUT_NAME, load_artifact, quiet
 
 MODES = ("static", "dynamic")
 ONNX_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
@@ -172,20 +175,19 @@ def quantize_export(
     if not fp32_onnx.is_file():
         raise UserError(f"no FP32 ONNX model to quantize: the ONNX export failed (see {out_dir}/export.json)")
     report = ExportReport.load(out_dir)
-    reference = predict(lambda images: net(images).detach().numpy(), test)
+    reference = predict(eager_runner(net), test)
     writers = {
         "onnx": lambda path: quantize_onnx(fp32_onnx, path, mode, calibration, onnx_settings),
         "torchscript": lambda path: quantize_torch(net, path, mode, test[0][0][:2], calibration),
     }
     for runtime in runtimes:
         name = int8_format(runtime)
-        load = FORMATS[runtime].load
         report.formats[name] = produce(
             name,
             INT8_FILES[runtime],
             out_dir,
             write=writers[runtime],
-            check=lambda path, load=load: check_accuracy(load(path), reference, test, max_drop),
+            check=lambda path, fmt=name: check_accuracy(load_artifact(fmt, path), reference, test, max_drop),
         )
         report.formats[name]["calibration_batches"] = len(calibration) if mode == "static" else 0
     report.save()

@@ -11,8 +11,8 @@ from torch import nn
 
 from lightyard.compress.gate import Batches, Predictions
 from lightyard.compress.measure import Row, eager_runner, measure
-from lightyard.export.exporter import MANIFEST, ExportReport
-from lightyard.export.formats import load_artifact
+from lightyard.export.manifest import MANIFEST, ExportReport
+from lightyard.export.runtimes import load_artifact
 from lightyard.io import write_text_atomic
 
 # (format in export.json, report row)

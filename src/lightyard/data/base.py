@@ -65,7 +65,7 @@ class ImageDataModule(L.LightningDataModule, ABC):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
-        self.augmentation = list(augmentation or [])
+        self.augmentation = list(augmentation or [])  # on the PIL image at its own size, before the spec
         self.datasets: dict[str, Dataset] = {}
 
     @cached_property
@@ -110,7 +110,7 @@ class ImageDataModule(L.LightningDataModule, ABC):
         if self.datasets:
             return
         splits = self.load_splits()
-        train_transform = self.spec.train_transform(self.augmentation)
+        train_transform = v2.Compose([*self.augmentation, v2.Lambda(self.spec.apply)])
         self.datasets = {
             "train": Transformed(splits.train_source, splits.train, train_transform),
             "val": Transformed(splits.val_source, splits.val, self.spec.apply),

@@ -1,8 +1,9 @@
 """The preprocessing spec: how an image file becomes the model's input.
 
 The spec is written by every data module, saved as `preprocess.json` next to every export and registered
-model, and applied by the server. `load_image` + `PreprocessSpec.apply` are the only code path from pixels
-to tensor, so training, evaluation, export checks and serving cannot drift apart.
+model, and applied by the server. `load_image` + `PreprocessSpec.to_array` are the only code path from
+pixels to input, written with Pillow and NumPy alone so that the server runs without torch; training wraps
+the same array as a tensor (`apply`). Training, evaluation, export checks and serving cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from lightyard.errors import UserError
 from lightyard.io import write_json_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 ResizePolicy = Literal["exact", "center_crop"]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -36,7 +38,9 @@ class PreprocessSpec:
     """Everything needed to turn an image into the model's input, and its output into a label.
 
     `resize_policy="exact"` resizes straight to height×width; `"center_crop"` resizes the shorter side
-    to `resize_size` and crops the centre height×width (the torchvision ImageNet recipe).
+    to `resize_size` and crops the centre height×width (the torchvision ImageNet recipe). Resizing is
+    PIL's bilinear filter, as torchvision's `Resize` does it on PIL images, so a net trained with the
+    torchvision recipe sees the same pixels here.
     """
 
     height: int
@@ -64,23 +68,42 @@ class PreprocessSpec:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def to_tensor(self, image: Image.Image) -> torch.Tensor:
-        """Geometry and dtype only: a uint8 C×H×W tensor at the model's size, not yet normalised."""
+    def to_pixels(self, image: Image.Image) -> np.ndarray:
+        """Geometry and mode only: uint8 H×W×C pixels at the model's size, not yet normalised."""
         image = to_mode(image, self.channels)
         if self.resize_policy == "center_crop":
-            image = F.center_crop(F.resize(image, self.resize_size), [self.height, self.width])
+            image = _center_crop(_resize_shorter_side(image, self.resize_size), self.height, self.width)
         elif image.size != (self.width, self.height):
-            image = F.resize(image, [self.height, self.width])
-        return F.pil_to_tensor(image)
+            image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
+        pixels = np.asarray(image)
+        return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 pixels (C×H×W or N×C×H×W) to the float input the network was trained on."""
-        scaled = pixels.to(torch.float32) / 255.0
-        return F.normalize(scaled, list(self.mean), list(self.std))
+    @cached_property
+    def _levels(self) -> np.ndarray:
+        """The normalised value of each uint8 level per channel (C×256), computed in float32 exactly as
+        `(pixel / 255 - mean) / std`: normalising is then one table lookup per pixel."""
+        levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None]
+        std = np.asarray(self.std, dtype=np.float32)[:, None]
+        return (levels[None, :] - mean) / std
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 H×W×C pixels to the float32 C×H×W input the network was trained on."""
+        height, width, channels = pixels.shape
+        out = np.empty((channels, height, width), dtype=np.float32)
+        for channel in range(channels):
+            np.take(self._levels[channel], pixels[:, :, channel], out=out[channel])
+        return out
+
+    def to_array(self, image: Image.Image) -> np.ndarray:
+        """An image (any size and mode) to the model's float32 C×H×W input."""
+        return self.normalize(self.to_pixels(image))
 
     def apply(self, image: Image.Image) -> torch.Tensor:
-        """An image (any size and mode) to the model's float C×H×W input."""
-        return self.normalize(self.to_tensor(image))
+        """`to_array` as a tensor, for training and evaluation data sets."""
+        import torch
+
+        return torch.from_numpy(self.to_array(image))
 
     def input_from_file(
         self,
@@ -88,20 +111,10 @@ class PreprocessSpec:
         max_pixels: int | None = None,
         formats: Sequence[str] | None = None,
         name: str | None = None,
-    ) -> torch.Tensor:
+    ) -> np.ndarray:
         """An image file (path or bytes) to the model's input: the one path an image takes for export
         checks, the CLI and the server (which passes its limits, see `load_image`)."""
-        return self.apply(load_image(source, max_pixels, formats, name))
-
-    def denormalize(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Model input back to [0, 1] pixels, for logging image grids."""
-        mean = torch.tensor(self.mean, device=inputs.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, device=inputs.device).view(-1, 1, 1)
-        return (inputs * std + mean).clamp(0, 1)
-
-    def train_transform(self, augmentation: list[v2.Transform] | None = None) -> v2.Compose:
-        """Augmentations (on the PIL image at its own size), then exactly `apply`."""
-        return v2.Compose([*(augmentation or []), v2.Lambda(self.apply)])
+        return self.to_array(load_image(source, max_pixels, formats, name))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,6 +131,20 @@ class PreprocessSpec:
     @classmethod
     def load(cls, path: str | os.PathLike) -> PreprocessSpec:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """The shorter side to `size`, the longer one scaled and truncated (torchvision's `Resize(int)`)."""
+    width, height = image.size
+    target = (size, int(size * height / width)) if width <= height else (int(size * width / height), size)
+    return image if target == image.size else image.resize(target, Image.Resampling.BILINEAR)
+
+
+def _center_crop(image: Image.Image, height: int, width: int) -> Image.Image:
+    """The centre height×width, offsets rounded as torchvision's `CenterCrop` rounds them."""
+    top = round((image.height - height) / 2.0)
+    left = round((image.width - width) / 2.0)
+    return image.crop((left, top, left + width, top + height))
 
 
 def to_mode(image: Image.Image, channels: int) -> Image.Image:

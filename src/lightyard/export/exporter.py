@@ -9,12 +9,9 @@ written beside them: an export folder is complete on its own.
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -24,56 +21,11 @@ from torch import nn
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError, first_line
 from lightyard.export.formats import FORMATS
+from lightyard.export.manifest import LABELS, PREPROCESS, REJECTED, STATE_DICT, ExportReport
 from lightyard.export.parity import DEFAULT_ATOL, check_parity
-from lightyard.io import write_json_atomic
-
-MANIFEST = "export.json"
-PREPROCESS = "preprocess.json"
-LABELS = "labels.txt"
-STATE_DICT = "model.pt"
-REJECTED = "rejected"
+from lightyard.export.runtimes import load_artifact
 
 log = logging.getLogger("lightyard")
-
-
-@dataclass
-class ExportReport:
-    """What `export.json` says: per format, the file, how it was made, its parity figures or the reason."""
-
-    out_dir: Path
-    net_config: dict
-    formats: dict[str, dict] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> list[str]:
-        return [name for name, entry in self.formats.items() if entry["passed"]]
-
-    @property
-    def files(self) -> list[str]:
-        """The files a registered version carries: passing artifacts, weights, preprocessing, labels."""
-        return [STATE_DICT, PREPROCESS, LABELS, *(self.formats[name]["file"] for name in self.passed)]
-
-    def to_dict(self) -> dict:
-        return {
-            "net": self.net_config,
-            "state_dict": STATE_DICT,
-            "preprocess": PREPROCESS,
-            "labels": LABELS,
-            "formats": self.formats,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        }
-
-    def save(self) -> None:
-        write_json_atomic(self.out_dir / MANIFEST, self.to_dict())
-
-    @classmethod
-    def load(cls, out_dir: str | Path) -> ExportReport:
-        path = Path(out_dir) / MANIFEST
-        if not path.is_file():
-            raise UserError(f"{out_dir} has no {MANIFEST}: it is not an export folder (run lightyard export)")
-        data = json.loads(path.read_text())
-        return cls(Path(out_dir), data["net"], data["formats"])
 
 
 def cpu_float_copy(net: nn.Module) -> nn.Module:
@@ -137,7 +89,7 @@ def _export_one(
         fmt.filename,
         out_dir,
         write=lambda path: fmt.write(net, inputs[:2], path, opset),
-        check=lambda path: check_parity(fmt.load(path), net, inputs, atol),
+        check=lambda path: check_parity(load_artifact(name, path), net, inputs, atol),
     )
 
 

@@ -1,4 +1,4 @@
-"""The deployable formats: how each one is written from an eager network, and how each one is run back.
+"""The deployable formats: how each one is written from an eager network (`runtimes.py` runs them back).
 
 Every format is written from the same CPU float32 network in eval mode, with a dynamic batch axis, and
 loaded back in its own runtime (ONNX Runtime, `torch.jit.load`, `torch.export.load`), so the parity gate
@@ -7,55 +7,28 @@ compares what a deployment would actually run.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from lightyard.errors import first_line
-
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
-
-Runner = Callable[[torch.Tensor], np.ndarray]  # a batch of model inputs to logits
+from lightyard.export.runtimes import INPUT_NAME, OUTPUT_NAME, quiet
 
 
 @dataclass(frozen=True)
 class Format:
-    """One export format: its file name, its writer (returns what is worth recording), its loader."""
+    """One export format: its file name and its writer (which returns what is worth recording)."""
 
     name: str
     filename: str
     write: Callable[[nn.Module, torch.Tensor, Path, int | None], dict]
-    load: Callable[[Path], Runner]
 
 
 def _batch_axis() -> dict[int, torch.export.Dim]:
     return {0: torch.export.Dim("batch", min=1, max=65536)}
-
-
-@contextlib.contextmanager
-def quiet():
-    """The exporters print progress, optimizer passes and deprecation notes; the report says what matters."""
-    # the root logger too: onnxruntime.quantization logs through it
-    chatty = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "")]
-    levels = [logger.level for logger in chatty]
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        for logger in chatty:
-            logger.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            for logger, level in zip(chatty, levels, strict=True):
-                logger.setLevel(level)
 
 
 def write_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> dict:
@@ -84,17 +57,6 @@ def write_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int | N
     return {"opset": opset_used, "checker": "passed"}
 
 
-def load_onnx(path: Path, threads: int | None = None) -> Runner:
-    """An ONNX Runtime CPU session; `threads` fixes its intra-op thread pool (default: one per core)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda inputs: session.run([OUTPUT_NAME], {INPUT_NAME: inputs.numpy()})[0]
-
-
 def write_torchscript(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> dict:
     """`torch.jit.script` keeps control flow; nets it cannot compile are traced instead."""
     with quiet():
@@ -108,12 +70,6 @@ def write_torchscript(net: nn.Module, example: torch.Tensor, path: Path, opset: 
     return details
 
 
-def load_torchscript(path: Path) -> Runner:
-    with quiet():
-        module = torch.jit.load(str(path), map_location="cpu").eval()
-    return lambda inputs: _run_torch(module, inputs)
-
-
 def write_pt2(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> dict:
     with quiet():
         program = torch.export.export(net, (example,), dynamic_shapes=(_batch_axis(),))
@@ -121,37 +77,11 @@ def write_pt2(net: nn.Module, example: torch.Tensor, path: Path, opset: int | No
     return {}
 
 
-def load_pt2(path: Path) -> Runner:
-    with quiet():
-        module = torch.export.load(str(path)).module()
-    return lambda inputs: _run_torch(module, inputs)
-
-
-def _run_torch(module: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> np.ndarray:
-    with torch.inference_mode():
-        return module(inputs).numpy()
-
-
 FORMATS: dict[str, Format] = {
     fmt.name: fmt
     for fmt in (
-        Format("onnx", "model.onnx", write_onnx, load_onnx),
-        Format("torchscript", "model.ts", write_torchscript, load_torchscript),
-        Format("pt2", "model.pt2", write_pt2, load_pt2),
+        Format("onnx", "model.onnx", write_onnx),
+        Format("torchscript", "model.ts", write_torchscript),
+        Format("pt2", "model.pt2", write_pt2),
     )
 }
-
-
-def runtime_of(fmt: str) -> str:
-    """The runtime that runs a registered format: `onnx-int8` runs in ONNX Runtime like `onnx`."""
-    runtime = fmt.removesuffix("-int8")
-    if runtime not in FORMATS:
-        raise ValueError(f"unknown format {fmt}")
-    return runtime
-
-
-def load_artifact(fmt: str, path: Path, threads: int | None = None) -> Runner:
-    """Any exported or compressed artifact, loaded in its runtime; `threads` caps ONNX Runtime's pool
-    (torch's is process-wide: `torch.set_num_threads`)."""
-    runtime = runtime_of(fmt)
-    return load_onnx(path, threads) if runtime == "onnx" else FORMATS[runtime].load(path)

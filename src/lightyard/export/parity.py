@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightyard.export.formats import Runner
+from lightyard.export.runtimes import Runner
 
 DEFAULT_ATOL = 1e-4
 SINGLE_IMAGES = 8  # batch-1 calls: enough to catch shape specialisation without slowing the gate
@@ -44,9 +44,10 @@ def check_parity(run: Runner, net: nn.Module, inputs: torch.Tensor, atol: float 
     """Run `inputs` through the artifact one image at a time and as one batch; compare with `net`."""
     with torch.inference_mode():
         expected = net(inputs).numpy()
-    single = min(SINGLE_IMAGES, len(inputs))
-    one_by_one = np.concatenate([run(inputs[i : i + 1]) for i in range(single)])
-    batched = run(inputs)
+    arrays = inputs.numpy()
+    single = min(SINGLE_IMAGES, len(arrays))
+    one_by_one = np.concatenate([run(arrays[i : i + 1]) for i in range(single)])
+    batched = run(arrays)
     if batched.shape != expected.shape or one_by_one.shape != expected[:single].shape:
         return Parity(float("inf"), 0.0, len(inputs), (1, len(inputs)), atol)
     diff = max(np.abs(batched - expected).max(), np.abs(one_by_one - expected[:single]).max())

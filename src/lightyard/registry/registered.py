@@ -1,4 +1,8 @@
-"""Registering an export folder as a model version, and loading a version back, checksums first."""
+"""Registering an export folder as a model version, and loading a version back, checksums first.
+
+Nothing here imports torch: the server loads and runs ONNX versions without it. Only `RegisteredModel.net`
+(the eager network) and the TorchScript runtimes do.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
-from lightyard.export.exporter import LABELS, PREPROCESS, STATE_DICT, ExportReport
-from lightyard.export.formats import Runner, load_artifact
-from lightyard.models.checkpoints import read_checkpoint
-from lightyard.models.loading import rebuild_net
+from lightyard.export.manifest import LABELS, PREPROCESS, STATE_DICT, ExportReport
+from lightyard.export.runtimes import Runner, load_artifact, onnx_session
 from lightyard.registry.store import ModelStore, Version, verify
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
+    from torch import nn
 
 FRAMEWORKS = ("torch", "torchvision", "lightning", "onnx", "onnxruntime", "bentoml", "lightyard")
 
@@ -127,19 +132,15 @@ class RegisteredModel:
         Loading TorchScript unpickles: do it only from a version `load()` verified (checksums)."""
         return load_artifact(fmt, self.file(fmt), threads)
 
-    def onnx_session(self, threads: int | None = None, providers: list[str] | None = None):
+    def onnx_session(self, threads: int | None = None) -> InferenceSession:
         """An ONNX Runtime session; `threads` caps intra-op threads (workers × threads ≈ cores)."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        return ort.InferenceSession(
-            str(self.file("onnx")), options, providers=providers or ["CPUExecutionProvider"]
-        )
+        return onnx_session(self.file("onnx"), threads)
 
     def net(self) -> nn.Module:
         """The eager network in eval mode, rebuilt from the stored config and state dict."""
+        from lightyard.models.checkpoints import read_checkpoint
+        from lightyard.models.loading import rebuild_net
+
         state = read_checkpoint(self.path / STATE_DICT)  # weights_only=True
         return rebuild_net(self.metadata["net"], self.spec, state, f"{self.tag}/{STATE_DICT}")
 

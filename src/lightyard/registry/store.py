@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bentoml._internal.models.model import ModelContext, ModelInfo, ModelOptions
-from bentoml._internal.tag import Tag
 from bentoml.exceptions import BentoMLException
 
+from lightyard.bentoml_adapter import ModelContext, ModelInfo, ModelOptions, Tag
 from lightyard.errors import UserError
 from lightyard.io import write_text_atomic
 
