@@ -5,6 +5,7 @@
     bentoml build && bentoml serve lightyard:latest  # a Bento serves the model it was built with
 
 The service itself lives in `lightyard.serving.service`; settings in `conf/serve.yaml` and `LIGHTYARD_*`.
+Serving the ONNX runtimes imports no torch: this file and everything it imports stay free of it.
 """
 
 import os
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from lightyard.errors import UserError
+HERE = Path(__file__).resolve().parent
+BENTO_MANIFEST = HERE.parent / "bento.yaml"  # present inside a built Bento
+sys.path.insert(0, str(HERE / "src"))  # lightyard's source travels beside this file, installed or not
 
-BENTO_MANIFEST = Path(__file__).resolve().parent.parent / "bento.yaml"  # present inside a built Bento
+from lightyard.errors import UserError  # noqa: E402
 
 
 def _built_model() -> str | None:
@@ -31,8 +34,8 @@ if built := _built_model():
     os.environ.setdefault("LIGHTYARD_MODEL", built)
 
 try:
-    from lightyard.serving.service import Lightyard, ModelRunner
+    from lightyard.serving.service import Lightyard
 except UserError as err:  # no model, an unknown tag, a missing runtime: one line, and no server
     sys.exit(f"error: {err}")
 
-__all__ = ["Lightyard", "ModelRunner"]
+__all__ = ["Lightyard"]

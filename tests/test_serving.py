@@ -18,13 +18,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 import torch
 from PIL import Image
 
 from lightyard.data import DigitsDataModule
 from lightyard.models import ClassifierModule, build_net
-from lightyard.registry import ModelStore, register_export
+from lightyard.registry import ModelStore, load, register_export
 from tests.conftest import ROOT
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
@@ -42,12 +43,12 @@ def free_port() -> int:
 
 
 def start_server(
-    args: list[str], home: Path, cwd: Path, env: dict | None = None
+    args: list[str], home: Path, cwd: Path, env: dict | None = None, bentoml: str = BENTOML
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = home.parent / f"serve-{port}.log"  # a file, not a pipe: an unread pipe fills and blocks the server
     process = subprocess.Popen(
-        [BENTOML, "serve", *args, "--port", str(port)],
+        [bentoml, "serve", *args, "--port", str(port)],
         cwd=cwd,
         env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})},
         stdout=log.open("w"),
@@ -79,13 +80,25 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """`bentoml serve` in the project root over a copy of the trained run's store: (url, BENTOML_HOME)."""
+def served(trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, int]]:
+    """`bentoml serve` in the project root over a copy of the trained run's store:
+    (url, BENTOML_HOME, pid of `bentoml serve`)."""
     home = tmp_path_factory.mktemp("served") / "bentoml"
     shutil.copytree(trained[1], home)
     process, url = start_server([], home, ROOT, LIMITS)
-    yield url, home
+    yield url, home, process.pid
     stop(process)
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def loads_torch(process: psutil.Process) -> bool:
+    """Whether torch's libraries are mapped into the process: `import torch` loads them all."""
+    maps = Path(f"/proc/{process.pid}/maps").read_text()
+    return "/torch/" in maps or "libtorch" in maps
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -106,7 +119,7 @@ def post(
 
 
 def test_health_info_and_bentoml_routes(served) -> None:
-    url, home = served
+    url, home, _ = served
     tag = ModelStore(home).resolve("digits-cnn:latest").tag
     assert httpx.get(f"{url}/health").json() == {"status": "healthy", "model": tag}
     info = httpx.get(f"{url}/info").json()
@@ -117,6 +130,7 @@ def test_health_info_and_bentoml_routes(served) -> None:
     )
     assert info["preprocess"]["class_names"] == [str(i) for i in range(10)]
     assert info["limits"]["max_pixels"] == 1_000_000
+    assert info["workers"] == 1 and info["batching"]["threads"] == 1 and info["batching"]["streams"] >= 1
     for route in ("/livez", "/readyz", "/metrics"):
         assert httpx.get(f"{url}{route}").status_code == 200, route
     paths = set(httpx.get(f"{url}/docs.json").json()["paths"])
@@ -124,7 +138,7 @@ def test_health_info_and_bentoml_routes(served) -> None:
 
 
 def test_predict_and_predict_batch(served) -> None:
-    url, _ = served
+    url, _, _ = served
     image = digit_png()
     body = post(url, "/predict", files=[("image", ("digit.png", image, "image/png"))]).json()
     predictions = body["predictions"]
@@ -188,7 +202,7 @@ def bad_inputs() -> dict[str, tuple[dict, int, str]]:
 
 @pytest.mark.parametrize("case", list(bad_inputs()))
 def test_bad_input_gets_a_4xx_json_error(served, case: str) -> None:
-    url, _ = served
+    url, _, _ = served
     request, status, fragment = bad_inputs()[case]
     response = post(url, "/predict", **request)
     assert response.status_code == status, response.text
@@ -197,7 +211,7 @@ def test_bad_input_gets_a_4xx_json_error(served, case: str) -> None:
 
 
 def test_predict_batch_limits(served) -> None:
-    url, _ = served
+    url, _, _ = served
     files = [("image", (f"{i}.png", digit_png(), "image/png")) for i in range(5)]
     response = post(url, "/predict_batch", files=files)
     assert response.status_code == 400 and "Maximum number of files is 4" in response.json()["error"]
@@ -210,9 +224,9 @@ def test_predict_batch_limits(served) -> None:
 
 def test_concurrent_requests_match_the_lightning_module(served, trained, tmp_path: Path) -> None:
     """Every digits test image as a PNG, 16 clients at once: the server's top-1 equals the
-    LightningModule's prediction on the data module's tensor, for all of them, and requests were batched;
-    no call to the model service was cut off on the way (the server logs each one it sends again)."""
-    url, home = served
+    LightningModule's prediction on the data module's tensor, for all of them, and requests were
+    batched."""
+    url, _, _ = served
     datamodule = DigitsDataModule()
     splits = datamodule.load_splits()
     datamodule.setup("test")
@@ -241,8 +255,66 @@ def test_concurrent_requests_match_the_lightning_module(served, trained, tmp_pat
     total = sum(float(line.rsplit(" ", 1)[1]) for line in counts if "_sum{" in line)
     calls = sum(float(line.rsplit(" ", 1)[1]) for line in counts if "_count{" in line)
     assert total >= len(images) and calls < total  # at least one runtime call served several requests
-    (log,) = home.parent.glob("serve-*.log")
-    assert "model service call" not in log.read_text()
+
+
+def test_no_serving_process_loads_torch(served) -> None:
+    """Serving ONNX needs ONNX Runtime, NumPy and Pillow: after answering every route, no process of
+    `bentoml serve` (the supervisor and its worker) has torch's libraries mapped, which `import torch`
+    would have done. The worker's import path, run in a fresh interpreter, leaves no torch, torchvision
+    or Lightning in `sys.modules` either."""
+    url, home, pid = served
+    post(url, "/predict", files=[("image", ("d.png", digit_png(), "image/png"))])
+    post(url, "/predict_batch", files=[("image", ("d.png", digit_png(), "image/png"))] * 2)
+    for route in ("/health", "/info", "/metrics", "/docs.json"):
+        httpx.get(f"{url}{route}", timeout=30)
+    tree = process_tree(pid)
+    assert len(tree) >= 2  # the supervisor and at least one worker
+    assert [process.pid for process in tree if loads_torch(process)] == []
+    probe = (
+        "import sys, serve\n"
+        "loaded = {name.split('.')[0] for name in sys.modules}\n"
+        "print(sorted(loaded & {'torch', 'torchvision', 'lightning'}))"
+    )
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_torchscript_runtime_loads_torch_only_when_chosen(trained, tmp_path: Path) -> None:
+    home = tmp_path / "bentoml"
+    shutil.copytree(trained[1], home)
+    process, url = start_server([], home, ROOT, {"LIGHTYARD_RUNTIME": "torchscript"})
+    try:
+        assert httpx.get(f"{url}/info", timeout=30).json()["runtime"] == "torchscript"
+        splits = DigitsDataModule().load_splits()
+        for index in splits.test[:5]:
+            files = [("image", ("d.png", png(splits.test_source.images[index]), "image/png"))]
+            response = post(url, "/predict", files=files, data={"top_k": "1"})
+            assert response.status_code == 200, response.text
+        assert any(loads_torch(child) for child in process_tree(process.pid)[1:])
+    finally:
+        stop(process)
+
+
+def test_a_killed_worker_is_replaced_without_failing_new_requests(trained, tmp_path: Path) -> None:
+    """SIGKILL the worker: the supervisor keeps the listening socket and starts a new worker, so a
+    request sent right after the kill waits in the socket's queue for the new worker and is answered."""
+    home = tmp_path / "bentoml"
+    shutil.copytree(trained[1], home)
+    process, url = start_server([], home, ROOT)
+    try:
+        (worker,) = psutil.Process(process.pid).children()
+        os.kill(worker.pid, signal.SIGKILL)
+        started = time.monotonic()
+        response = post(url, "/predict", files=[("image", ("d.png", digit_png(), "image/png"))])
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < 30
+        assert [child.pid for child in psutil.Process(process.pid).children()] != [worker.pid]
+    finally:
+        stop(process)
 
 
 @pytest.mark.parametrize(
@@ -268,27 +340,52 @@ def test_a_bad_model_setting_stops_the_server(trained, tmp_path: Path, env: dict
         assert fragment in last, last
 
 
-def test_built_bento_serves_its_model(trained, tmp_path: Path) -> None:
+def test_lean_bento_serves_from_a_fresh_environment(trained, tmp_path: Path) -> None:
+    """`bentoml build` for the ONNX runtime gives a Bento whose requirements hold none of the training
+    stack; installed alone into a fresh virtual environment, they serve the Bento: the model it was
+    built with (also after a newer version is registered), with the predictions of the registered ONNX
+    model, and torch cannot even be imported there."""
     home = tmp_path / "bentoml"
     shutil.copytree(trained[1], home)
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     build = subprocess.run([BENTOML, "build"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
     tag = ModelStore(home).resolve("digits-cnn:latest").tag
+    (bento,) = (home / "bentos" / "lightyard").glob("*/bento.yaml")
+    requirements = (bento.parent / "env" / "python" / "requirements.txt").read_text().split()
+    names = {line.split("==")[0].lower() for line in requirements}
+    assert {"onnxruntime", "pillow", "numpy", "bentoml", "fastapi"} <= names
+    assert not names & {"torch", "torchvision", "lightning", "tensorboard", "matplotlib", "hydra-core"}
     exported = tmp_path / "lightyard.bento"
     subprocess.run([BENTOML, "export", "lightyard:latest", str(exported)], env=env, check=True, timeout=300)
     with tarfile.open(exported) as archive:  # the served model travels with the Bento
-        names = archive.getnames()
-    assert any(name.endswith(f"models/digits-cnn/{tag.split(':')[1]}/model.onnx") for name in names), names[
-        :20
-    ]
-    # a version registered after the build must not change what the Bento serves
+        model_file = f"models/digits-cnn/{tag.split(':')[1]}/model.onnx"
+        assert any(name.endswith(model_file) for name in archive.getnames())
     newer = register_export(trained[0] / "export", "digits-cnn", metrics={}, config={}, lineage={},
                             store=ModelStore(home))  # fmt: skip
     assert ModelStore(home).resolve("digits-cnn:latest").tag == newer.tag != tag
-    process, url = start_server(["lightyard:latest"], home, tmp_path)
+
+    venv = tmp_path / "lean"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    install = subprocess.run(
+        [venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check", "-r",
+         bento.parent / "env" / "python" / "requirements.txt"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr[-3000:]
+    probe = "import importlib.util; print(importlib.util.find_spec('torch'))"
+    found = subprocess.run([venv / "bin" / "python", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert found.stdout.strip() == "None"
+    splits = DigitsDataModule().load_splits()
+    images = [png(splits.test_source.images[index]) for index in splits.test[:20]]
+    model = load(tag, store=ModelStore(home))
+    expected = model.runner("onnx")(np.stack([model.spec.input_from_file(image) for image in images]))
+    process, url = start_server(["lightyard:latest"], home, tmp_path, bentoml=str(venv / "bin" / "bentoml"))
     try:
-        response = post(url, "/predict", files=[("image", ("d.png", digit_png(), "image/png"))])
-        assert response.status_code == 200 and response.json()["model"] == tag
+        for image, logits in zip(images, expected, strict=True):
+            files = [("image", ("d.png", image, "image/png"))]
+            response = post(url, "/predict", files=files, data={"top_k": "1"})
+            assert response.status_code == 200 and response.json()["model"] == tag
+            assert response.json()["predictions"][0]["class"] == int(logits.argmax())
     finally:
         stop(process)

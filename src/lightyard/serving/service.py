@@ -1,10 +1,11 @@
-"""The HTTP service: two BentoML services in one `bentoml serve`.
+"""The HTTP service: one BentoML service whose worker holds the routes and the runtime.
 
-`Lightyard` (the one users call) owns the HTTP routes, a FastAPI app: it checks and decodes uploads with
-the model's own preprocessing (`PreprocessSpec.input_from_file`, as in training and export checks) and
-sends each image to `ModelRunner.infer`, a batchable API: BentoML's adaptive batching merges concurrent
-single-image calls into one runtime call. `ModelRunner` holds the runtime (ONNX Runtime by default,
-threads set explicitly). Both load the model through the registry, checksums verified first.
+A request is parsed, checked and decoded with the model's own preprocessing (`PreprocessSpec.to_array`,
+as in training and the export checks) on the worker's event loop, then queued for BentoML's adaptive
+batching, which merges concurrent requests into runtime calls, `streams` of them side by side (one per
+core by default): the arrays never leave the process. The ONNX runtimes need no torch, so neither does
+any serving process; TorchScript imports it. More workers (`workers`) add event loops, for models so
+small that parsing HTTP, not the runtime, bounds the throughput.
 
 Bad input never reaches the runtime: it gets a 4xx JSON `{"error": …}` and the server keeps serving.
 """
@@ -13,43 +14,35 @@ from __future__ import annotations
 
 import gc
 import logging
-from pathlib import Path
-from typing import Any
+from functools import partial
 
-import aiohttp
-import anyio
 import bentoml
 import numpy as np
-import torch
 from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from starlette.datastructures import FormData, UploadFile
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from lightyard import __version__
-from lightyard.data.preprocess import ImageTooLarge, UnsupportedImage
+from lightyard.bentoml_adapter import adaptive_batcher, served_model_store
 from lightyard.errors import UserError
-from lightyard.registry import RegisteredModel, load
-from lightyard.registry.store import ModelStore
+from lightyard.export.runtimes import Runner
+from lightyard.registry import ModelStore, RegisteredModel, load
+from lightyard.serving import protocol
+from lightyard.serving.balance import RecycleConnections
+from lightyard.serving.image import requirements
 from lightyard.serving.limits import BodyLimit, BodyTooLarge
+from lightyard.serving.protocol import RequestError, json_response
 from lightyard.serving.settings import IMAGE_FORMATS, ServingSettings, served_version
 
 log = logging.getLogger("lightyard")
-RUNNER_ATTEMPTS = 3
-
-
-def serving_store() -> ModelStore:
-    """The model store BentoML is using: `$BENTOML_HOME/models`, or the store it set for a Bento."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    return ModelStore(Path(BentoMLContainer.model_store.get()._path).parent)
+RECONNECT_AFTER_S = 2.0  # with several workers: how long a keep-alive connection stays on one
 
 
 def load_served(settings: ServingSettings) -> RegisteredModel:
     """The version to serve, its files verified, with the configured runtime present: checked when the
     module is imported, so a bad setting stops `bentoml serve` with one line before any worker starts."""
-    store = serving_store()
+    store = ModelStore(served_model_store())
     model = load(served_version(settings, store).tag, store=store)
     formats = model.metadata.get("formats", {})
     if settings.runtime not in formats:
@@ -64,57 +57,20 @@ def load_served(settings: ServingSettings) -> RegisteredModel:
 def settle_heap() -> None:
     """Called by each worker once it has loaded everything, to keep garbage collection out of latency.
 
-    Torch, ONNX and BentoML leave about 700,000 objects on a worker's heap, and every full collection
-    walked them all: 0.3-0.4 s in which the worker stood still and every request in flight waited (seen
-    as clusters of 32 slow requests; p99 twice p50). Freezing moves them out of the collector's sight.
-    A larger first threshold lets each request's short-lived garbage die young instead of being promoted
-    into full collections. `bench/serving.py`, ResNet-18, 32 clients: p99 about halved."""
+    Everything imported and loaded stays for the worker's life; full collections walked it all, and with
+    torch loaded that stood a worker still for 0.3-0.4 s while every request in flight waited. Freezing
+    moves it out of the collector's sight, and a larger first threshold lets each request's short-lived
+    garbage die young instead of being promoted into full collections."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
 
 
+def probabilities(run: Runner, inputs: np.ndarray) -> np.ndarray:
+    return protocol.softmax(run(inputs))
+
+
 SETTINGS = ServingSettings.load()
 SERVED = load_served(SETTINGS)
-RUNNER_TIMEOUT_S = SETTINGS.max_latency_ms / 1000 + 10  # the batching window, then compute time
-
-
-class RequestError(Exception):
-    """A client mistake: answered with `status` and `{"error": message}`."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-# BentoML (since 1.4.30) replaces its client session to a dependency every `max_requests` calls or
-# `max_age` seconds and closes the old one with the calls still in flight on it: under 32 concurrent
-# clients about one call in five was cut off and had to be sent again. The model service is local, so
-# the session is kept for the life of the worker.
-KEEP_SESSION = {"max_requests": 2**31 - 1, "max_age": float(2**31 - 1)}
-
-
-@bentoml.service(name="lightyard-model", workers=1, traffic={"timeout": 120}, runner_connection=KEEP_SESSION)
-class ModelRunner:
-    """The runtime, behind a batchable API: a batch of preprocessed images in, class probabilities out."""
-
-    model = bentoml.models.BentoModel(SERVED.tag)  # declares the served version to `bentoml build`
-
-    def __init__(self) -> None:
-        threads = SETTINGS.intra_op_threads
-        torch.set_num_threads(threads)
-        self.run = SERVED.runner(SETTINGS.runtime, threads)
-        log.info(f"serving {SERVED.tag} with {SETTINGS.runtime} ({threads} threads)")
-        settle_heap()
-
-    @bentoml.api(
-        batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms
-    )
-    def infer(self, inputs: np.ndarray) -> np.ndarray:
-        logits = np.asarray(self.run(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))))
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-
 
 IMAGE_FIELD = {
     "requestBody": {
@@ -125,7 +81,7 @@ IMAGE_FIELD = {
                     "required": ["image"],
                     "properties": {
                         "image": {"type": "string", "format": "binary"},
-                        "top_k": {"type": "integer", "minimum": 1, "default": 5},
+                        "top_k": {"type": "integer", "minimum": 1, "default": protocol.DEFAULT_TOP_K},
                     },
                 }
             }
@@ -137,129 +93,81 @@ app = FastAPI(
     title="lightyard", version=__version__, description="Image classification with a registered model."
 )
 app.add_middleware(BodyLimit, max_bytes=SETTINGS.max_body_bytes)
+if SETTINGS.worker_count > 1:
+    app.add_middleware(RecycleConnections, max_age_s=RECONNECT_AFTER_S)
 
 
-@bentoml.service(name="lightyard", workers=1, traffic={"timeout": 120})
+@bentoml.service(
+    name="lightyard",
+    workers=SETTINGS.worker_count,
+    traffic={"timeout": 120},
+    image=bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
+        *requirements(SETTINGS.runtime)
+    ),
+    # Per-request work BentoML does unless told otherwise: on the digits model the access log cost a
+    # tenth of the throughput and request tracing a third. On by setting, for deployments that read them.
+    logging={"access": {"enabled": SETTINGS.access_log}},
+    tracing={} if SETTINGS.tracing else {"excluded_urls": [".*"]},
+)
 @bentoml.asgi_app(app)
 class Lightyard:
     """Routes: POST /predict, POST /predict_batch, GET /health, GET /info (and BentoML's /livez, /readyz,
     /metrics)."""
 
-    runner = bentoml.depends(ModelRunner)
+    model = bentoml.models.BentoModel(SERVED.tag)  # declares the served version to `bentoml build`
 
     def __init__(self) -> None:
-        torch.set_num_threads(1)  # one upload's preprocessing is small: leave the cores to the runtime
         self.registered = SERVED
-        self.spec = self.registered.spec
-        self.labels = self.registered.class_names()
+        self.spec = SERVED.spec
+        self.labels = SERVED.class_names()
+        run = SERVED.runner(SETTINGS.runtime, SETTINGS.threads)
+        self.classify = adaptive_batcher(
+            partial(probabilities, run),
+            max_batch_size=SETTINGS.max_batch_size,
+            max_latency_ms=SETTINGS.max_latency_ms,
+            streams=SETTINGS.stream_count,
+            name="lightyard",
+        )
+        log.info(
+            f"serving {SERVED.tag} with {SETTINGS.runtime}: {SETTINGS.stream_count} runtime calls in flight "
+            f"of {SETTINGS.threads} thread(s) each"
+        )
         settle_heap()
 
-    def decode(self, data: bytes, name: str) -> np.ndarray:
-        """Upload bytes → the model's input, within the limits; a `RequestError` for anything else."""
-        if not data:
-            raise RequestError(f"{name} is an empty file: send the image's bytes")
-        try:
-            tensor = self.spec.input_from_file(data, SETTINGS.max_pixels, IMAGE_FORMATS, name)
-        except ImageTooLarge as err:
-            raise RequestError(str(err), 413) from None
-        except UnsupportedImage as err:
-            raise RequestError(str(err), 415) from None
-        except UserError as err:
-            raise RequestError(str(err)) from None
-        return tensor.numpy()
-
-    def top(self, probabilities: np.ndarray, k: int) -> list[dict[str, Any]]:
-        order = np.argsort(-probabilities, kind="stable")[:k]
-        return [
-            {"class": int(i), "label": self.labels[i], "probability": float(probabilities[i])} for i in order
-        ]
-
-    def top_k(self, raw: Any) -> int:
-        classes = len(self.labels)
-        if raw is None:
-            return min(5, classes)
-        try:
-            k = int(str(raw))
-        except ValueError:
-            raise RequestError(f"top_k={raw!r} is not a whole number: send 1 to {classes}") from None
-        if not 1 <= k <= classes:
-            raise RequestError(
-                f"top_k={k} is out of range: the model has {classes} classes, send 1 to {classes}"
-            )
-        return k
-
-    async def classify(self, images: list[np.ndarray]) -> np.ndarray:
-        """Through the batchable API. Should a call to the model service still be lost (its connection
-        reset before any response, or no answer at all; see KEEP_SESSION for the cause that was found),
-        it is made again, since inference is idempotent: after a reset at once, after silence once the
-        batching window and a compute allowance have passed. Each retry is logged."""
-        batch = np.stack(images)
-        for attempt in range(1, RUNNER_ATTEMPTS + 1):
-            try:
-                with anyio.fail_after(RUNNER_TIMEOUT_S):
-                    return await self.runner.to_async.infer(batch)
-            except (aiohttp.ClientConnectionError, TimeoutError) as err:
-                if attempt == RUNNER_ATTEMPTS:
-                    raise
-                log.warning(f"model service call {attempt} failed ({type(err).__name__}): trying again")
+    async def inputs(self, request: Request, most: int) -> tuple[np.ndarray, list[str | None], int]:
+        """The uploads of a request as one batch of model inputs, their file names, and `top_k`."""
+        form = await protocol.read_form(request, SETTINGS.max_images)
+        files = protocol.uploads(form, most)
+        k = protocol.top_k(form.get("top_k"), len(self.labels))
+        batch = await protocol.decode_uploads(self.spec, files, SETTINGS.max_pixels, IMAGE_FORMATS)
+        return batch, [upload.filename for upload in files], k
 
 
 def _service() -> Lightyard:
     return bentoml.get_current_service()
 
 
-async def _form(request: Request) -> FormData:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise RequestError(
-            "send the image as multipart/form-data field 'image' (curl -F image=@digit.png …), "
-            f"not {content_type or 'no content type'}",
-            415,
-        )
-    return await request.form(max_files=SETTINGS.max_images, max_fields=16)
-
-
-def _uploads(form: FormData, most: int) -> list[UploadFile]:
-    uploads = [item for item in form.getlist("image") if isinstance(item, UploadFile)]
-    if not uploads:
-        raise RequestError("missing field 'image': send the image as multipart/form-data field 'image'")
-    if len(uploads) > most:
-        raise RequestError(f"{len(uploads)} images in one request, at most {most}: split the request", 413)
-    return uploads
-
-
-async def _decode_all(service: Lightyard, uploads: list[UploadFile]) -> list[np.ndarray]:
-    decoded = []
-    for upload in uploads:
-        data = await upload.read()
-        decoded.append(await anyio.to_thread.run_sync(service.decode, data, upload.filename or "image"))
-    return decoded
-
-
 @app.post("/predict", openapi_extra=IMAGE_FIELD)
-async def predict(request: Request) -> dict:
+async def predict(request: Request) -> Response:
     """One image (multipart field `image`) → its `top_k` classes (default 5), most probable first."""
     service = _service()
-    form = await _form(request)
-    upload = _uploads(form, 1)[0]
-    k = service.top_k(form.get("top_k"))
-    probabilities = await service.classify(await _decode_all(service, [upload]))
-    return {"predictions": service.top(probabilities[0], k), "model": service.registered.tag}
+    batch, _, k = await service.inputs(request, most=1)
+    (row,) = await service.classify(batch)
+    payload = {"predictions": protocol.predictions(row, k, service.labels), "model": service.registered.tag}
+    return json_response(payload)
 
 
 @app.post("/predict_batch", openapi_extra=IMAGE_FIELD)
-async def predict_batch(request: Request) -> dict:
+async def predict_batch(request: Request) -> Response:
     """Several images (repeated multipart field `image`) → the `top_k` classes of each, in order."""
     service = _service()
-    form = await _form(request)
-    uploads = _uploads(form, SETTINGS.max_images)
-    k = service.top_k(form.get("top_k"))
-    probabilities = await service.classify(await _decode_all(service, uploads))
+    batch, names, k = await service.inputs(request, most=SETTINGS.max_images)
+    rows = await service.classify(batch)
     results = [
-        {"filename": upload.filename, "predictions": service.top(row, k)}
-        for upload, row in zip(uploads, probabilities, strict=True)
+        {"filename": name, "predictions": protocol.predictions(row, k, service.labels)}
+        for name, row in zip(names, rows, strict=True)
     ]
-    return {"results": results, "model": service.registered.tag}
+    return json_response({"results": results, "model": service.registered.tag})
 
 
 @app.get("/health")
@@ -278,7 +186,13 @@ async def info() -> dict:
         "metrics": model.metadata.get("metrics", {}),
         "preprocess": model.spec.to_dict(),
         "formats": sorted(model.metadata.get("formats", {})),
-        "batching": {"max_batch_size": SETTINGS.max_batch_size, "max_latency_ms": SETTINGS.max_latency_ms},
+        "workers": SETTINGS.worker_count,
+        "batching": {
+            "max_batch_size": SETTINGS.max_batch_size,
+            "max_latency_ms": SETTINGS.max_latency_ms,
+            "streams": SETTINGS.stream_count,
+            "threads": SETTINGS.threads,
+        },
         "limits": {
             "max_body_bytes": SETTINGS.max_body_bytes,
             "max_pixels": SETTINGS.max_pixels,
@@ -289,28 +203,21 @@ async def info() -> dict:
 
 
 @app.exception_handler(RequestError)
-async def _request_error(request: Request, err: RequestError) -> JSONResponse:
-    return JSONResponse({"error": err.message}, status_code=err.status)
+async def _request_error(request: Request, err: RequestError) -> Response:
+    return json_response({"error": err.message}, err.status)
 
 
 @app.exception_handler(BodyTooLarge)
-async def _body_too_large(request: Request, err: BodyTooLarge) -> JSONResponse:
-    return JSONResponse({"error": str(err)}, status_code=413)
+async def _body_too_large(request: Request, err: BodyTooLarge) -> Response:
+    return json_response({"error": str(err)}, 413)
 
 
 @app.exception_handler(BentoMLException)
-async def _bentoml_error(request: Request, err: BentoMLException) -> JSONResponse:
+async def _bentoml_error(request: Request, err: BentoMLException) -> Response:
     """Overload (503 when a request would wait past max_latency_ms) and other server-side failures."""
-    status = int(err.error_code)
-    return JSONResponse({"error": f"{type(err).__name__}: {err}"}, status_code=status)
-
-
-@app.exception_handler(TimeoutError)
-async def _timeout(request: Request, err: TimeoutError) -> JSONResponse:
-    message = f"the model service did not answer in {RUNNER_ATTEMPTS} tries of {RUNNER_TIMEOUT_S:g} s"
-    return JSONResponse({"error": message}, status_code=504)
+    return json_response({"error": f"{type(err).__name__}: {err}"}, int(err.error_code))
 
 
 @app.exception_handler(HTTPException)
-async def _http_error(request: Request, err: HTTPException) -> JSONResponse:
-    return JSONResponse({"error": str(err.detail)}, status_code=err.status_code)
+async def _http_error(request: Request, err: HTTPException) -> Response:
+    return json_response({"error": str(err.detail)}, err.status_code)

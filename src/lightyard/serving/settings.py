@@ -1,4 +1,4 @@
-"""What the server serves and its limits: `conf/serve.yaml`, overridden by `LIGHTYARD_*` variables.
+"""What the server serves and how: `conf/serve.yaml`, overridden by `LIGHTYARD_*` variables.
 
 LIGHTYARD_MODEL=digits-cnn@staging LIGHTYARD_RUNTIME=onnx-int8 bentoml serve
 """
@@ -10,24 +10,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import yaml
+
+from lightyard.bentoml_adapter import available_cpus
 from lightyard.errors import UserError
 from lightyard.registry.store import ModelStore, Version
 
 CONFIG = Path(__file__).resolve().parents[3] / "conf" / "serve.yaml"
 RUNTIMES = ("onnx", "onnx-int8", "torchscript", "torchscript-int8")
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 @dataclass(frozen=True)
 class ServingSettings:
     model: str | None = None  # a registry reference; None: the production version, else the newest
     runtime: str = "onnx"
-    threads: int = 0  # ONNX Runtime / torch intra-op threads; 0: one per core
+    workers: int = 1  # server processes, each with the routes and a runtime; 0: one per core
+    streams: int = 0  # runtime calls in flight per worker; 0: fill the cores (cores / workers / threads)
+    threads: int = 1  # intra-op threads of each runtime call
     max_batch_size: int = 32
     max_latency_ms: int = 5000
     max_body_bytes: int = 8 * 1024 * 1024
     max_pixels: int = 16_000_000
     max_images: int = 32  # per /predict_batch request
+    access_log: bool = False
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -36,38 +44,46 @@ class ServingSettings:
             )
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.type == "int" and (value < 0 or (value == 0 and item.name != "threads")):
+            if item.type == "int" and (value < 0 or (value == 0 and item.name not in ("workers", "streams"))):
                 raise UserError(
                     f"{item.name}={value} must be a positive number (LIGHTYARD_{item.name.upper()})"
                 )
 
     @property
-    def intra_op_threads(self) -> int:
-        return self.threads or os.cpu_count() or 1
+    def worker_count(self) -> int:
+        return self.workers or available_cpus()
+
+    @property
+    def stream_count(self) -> int:
+        """Runtime calls in flight per worker, so that workers × streams × threads fill the cores."""
+        return self.streams or max(1, available_cpus() // (self.worker_count * self.threads))
 
     @classmethod
     def load(cls, config: Path = CONFIG, environ: Mapping[str, str] = os.environ) -> ServingSettings:
         """Defaults from `conf/serve.yaml` (when present), then `LIGHTYARD_<SETTING>` variables."""
-        values: dict = {}
-        if config.is_file():
-            from omegaconf import OmegaConf
-
-            values.update(OmegaConf.to_container(OmegaConf.load(config)) or {})
+        values: dict = (yaml.safe_load(config.read_text()) if config.is_file() else None) or {}
         for item in fields(cls):
             raw = environ.get(f"LIGHTYARD_{item.name.upper()}")
-            if raw is None:
-                continue
-            if item.type == "int":
-                try:
-                    values[item.name] = int(raw)
-                except ValueError:
-                    raise UserError(f"LIGHTYARD_{item.name.upper()}={raw} is not a whole number") from None
-            else:
-                values[item.name] = raw or None
+            if raw is not None:
+                values[item.name] = _parse(item.name, item.type, raw)
         unknown = sorted(set(values) - {item.name for item in fields(cls)})
         if unknown:
             raise UserError(f"{config}: unknown setting {', '.join(unknown)}")
         return cls(**values)
+
+
+def _parse(name: str, kind: str, raw: str) -> int | bool | str | None:
+    variable = f"LIGHTYARD_{name.upper()}={raw}"
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise UserError(f"{variable} is not a whole number") from None
+    if kind == "bool":
+        if raw.lower() not in BOOLEANS:
+            raise UserError(f"{variable} is not true or false")
+        return BOOLEANS[raw.lower()]
+    return raw or None
 
 
 def served_version(settings: ServingSettings, store: ModelStore) -> Version:
