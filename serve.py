@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 BENTO_MANIFEST = HERE.parent / "bento.yaml"  # present inside a built Bento
 sys.path.insert(0, str(HERE / "src"))  # lightyard's source travels beside this file, installed or not
 
+from lightyard.bentoml_adapter import restart_dead_workers_promptly  # noqa: E402
 from lightyard.errors import UserError  # noqa: E402
 
 
@@ -32,6 +33,7 @@ def _built_model() -> str | None:
 
 if built := _built_model():
     os.environ.setdefault("LIGHTYARD_MODEL", built)
+restart_dead_workers_promptly()
 
 try:
     from lightyard.serving.service import Lightyard

@@ -1,58 +1,86 @@
-"""Load test: `bentoml serve` (adaptive batching, ONNX Runtime) against the naive Flask baseline.
+"""Serving benchmark: lightyard's `bentoml serve` beside ONNX Runtime alone, a bare BentoML service and the
+naive Flask baseline, in MLPerf Inference-style scenarios, all in one run on this machine.
 
-N concurrent clients send a fixed number of `POST /predict` requests (a 224×224 JPEG each, from a pool of
-distinct images) to each server in turn, in one run: the lightyard service for every `--runtime`, then
-the baseline (bench/baseline_server.py: Flask, one image per request, eager PyTorch). It prints requests/s,
-p50/p95/p99 latency, the error count and the service's mean batch size (from its /metrics), and the ratio
-of the service's throughput to the baseline's. First it times each runtime called directly, with no server,
-at the server's threads and largest batch, beside eager PyTorch one image at a time: the bounds no server
-can pass on this machine, printed with the throughput a p99 target needs at this concurrency.
+For each served runtime and for the baseline (bench/baseline_server.py: Flask, eager PyTorch, one image
+per request):
+- SingleStream: one request at a time (wrk, one connection); p50/p90 latency, and the p90's ratio to what
+  the work itself takes: the runtime's own batch-1 latency plus decoding the image.
+- Server: Poisson arrivals at a fixed rate (open loop, latency from the scheduled send time); the highest
+  rate whose p99 stays within 5× the runtime's batch-1 latency, searched, as a fraction of the runtime's
+  own throughput.
+- Offline: saturation throughput with many connections (wrk), its efficiency against the runtime alone
+  (same process layout, threads and largest batch), errors, and the mean batch size.
+Also: memory of the serving process tree and seconds from launch to the first 200 from /readyz, beside a
+bare BentoML hello-world service (the framework's floor); whether any serving process loaded torch; what
+a SIGKILLed worker costs the requests in flight. The host's CPU and instruction set come first: figures
+move with them, ratios much less.
 
-By default it registers ResNet-18 with random weights (1,000 classes, 224×224, FP32 ONNX and static INT8
-ONNX) in a temporary BENTOML_HOME, so no trained model is needed; `--model REF` serves a registered model
-of your store instead.
+By default the model is ResNet-18 with random weights (224×224, FP32 and static INT8 ONNX) registered in
+a temporary BENTOML_HOME; `--model REF` runs the same on a registered model of your store (the digits CNN:
+`--model digits-cnn:latest`). Server settings come from conf/serve.yaml and LIGHTYARD_* as usual.
 
-    python bench/serving.py [--concurrency 32] [--requests 2000] [--runtime onnx onnx-int8]
-                            [--model REF] [--json PATH]
+    python bench/serving.py [--model REF] [--runtime onnx onnx-int8] [--clients 64] [--seconds 10]
+                            [--no-baseline] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
+import multiprocessing
 import os
+import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
-import aiohttp
 import numpy as np
-import torch
+import psutil
+from loadgen import Run, Wrk, multipart, open_loop
 from PIL import Image
 
-from lightyard.compress.measure import eager_runner, latency_ms, torch_threads
-from lightyard.compress.quantization import quantize_export
-from lightyard.data.preprocess import PreprocessSpec
-from lightyard.export import export_model
-from lightyard.models import build_net
-from lightyard.registry import ModelStore, load, register_export
+from lightyard.bentoml_adapter import available_cpus
+from lightyard.registry import ModelStore, load
 from lightyard.serving.settings import ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-P99_TARGET_MS, RATIO_TARGET = 250.0, 2.5
+SERVER_BOUND = 5.0  # Server scenario: p99 within this many times the runtime's batch-1 latency
+SERVER_TRIALS = 6
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+TARGETS = {"onnx": 0.90, "onnx-int8": 0.80}  # efficiency
+SMALL_MODEL_MS = 1.0  # batch-1 latency under which HTTP, not the runtime, bounds serving
+
+
+def host() -> dict:
+    flags: set[str] = set()
+    model = platform.processor()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+        elif line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+    return {"cpu": model, "cores": available_cpus(), "isa": [flag for flag in ISA_FLAGS if flag in flags]}
 
 
 def register_resnet18(home: Path) -> str:
     """ResNet-18, random weights, as a registered model with FP32 and INT8 ONNX (speed only)."""
+    import torch
+
+    from lightyard.compress.quantization import quantize_export
+    from lightyard.data.preprocess import PreprocessSpec
+    from lightyard.export import export_model
+    from lightyard.models import build_net
+    from lightyard.registry import register_export
+
     torch.manual_seed(0)
     spec = PreprocessSpec(224, 224, 3, IMAGENET_MEAN, IMAGENET_STD, tuple(f"class_{i}" for i in range(1000)))
     config = {"_target_": "lightyard.models.torchvision_net", "name": "resnet18", "weights": None}
@@ -65,252 +93,458 @@ def register_resnet18(home: Path) -> str:
         net, spec, out, net_config=config, mode="static", calibration=calibration,
         test=[(images, torch.randint(0, 1000, (16,)))], runtimes=["onnx"], max_drop=100.0,
     )  # fmt: skip
-    version = register_export(
+    return register_export(
         out, "bench-resnet18", metrics={}, config={}, lineage={}, store=ModelStore(home)
-    )
-    return version.tag
+    ).tag
 
 
-def compute_alone(tag: str, home: Path, runtimes: list[str]) -> dict[str, float]:
-    """Images/s of each served runtime called directly, at the server's threads and largest batch, and of
-    eager PyTorch one image at a time (the baseline's model call): what no HTTP server can exceed here."""
-    settings = ServingSettings.load()
-    threads, batch = settings.intra_op_threads, settings.max_batch_size
-    model = load(tag, store=ModelStore(home))
-    images = torch.randn(batch, model.spec.channels, model.spec.height, model.spec.width)
-    with torch_threads(threads):
-        alone = {
-            runtime: 1000 * batch / latency_ms(model.runner(runtime, threads), images, batch, repeats=5)
-            for runtime in runtimes
-        }
-        alone["eager"] = 1000 / latency_ms(eager_runner(model.net()), images, 1, repeats=20)
-    return alone
-
-
-def jpeg_pool(count: int, size: int = 224) -> list[bytes]:
-    """Distinct smooth images with some noise, JPEG-encoded like photos a client would send."""
+def request_images(height: int, width: int, channels: int, count: int = 16) -> list[bytes]:
+    """Distinct smooth images with some noise at the model's size: JPEG photos in colour, PNG in grey."""
     rng = np.random.default_rng(0)
-    pool = []
+    shape = (height, width, 3) if channels == 3 else (height, width)
+    images = []
     for _ in range(count):
-        base = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
-        image = Image.fromarray(base).resize((size, size), Image.BILINEAR)
-        pixels = np.clip(np.asarray(image, dtype=np.int16) + rng.integers(-20, 20, (size, size, 3)), 0, 255)
+        base = Image.fromarray(rng.integers(0, 255, (8, 8, 3)[: len(shape)], dtype=np.uint8))
+        smooth = np.asarray(base.resize((width, height), Image.Resampling.BILINEAR), dtype=np.int16)
+        pixels = np.clip(smooth + rng.integers(-20, 20, shape), 0, 255).astype(np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=90)
-        pool.append(buffer.getvalue())
-    return pool
+        Image.fromarray(pixels).save(buffer, format="JPEG" if channels == 3 else "PNG", quality=90)
+        images.append(buffer.getvalue())
+    return images
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _alone_worker(tag, home, runtime, threads, streams, images, batch, seconds, start, counts) -> None:
+    run = load(tag, store=ModelStore(home)).runner(runtime, threads)
+    inputs = np.resize(images, (batch, *images.shape[1:]))
+    run(inputs)
+    start.wait()
+    deadline = time.perf_counter() + seconds
+
+    def loop() -> None:
+        while time.perf_counter() < deadline:
+            run(inputs)
+            with counts.get_lock():
+                counts.value += batch
+
+    callers = [threading.Thread(target=loop) for _ in range(streams)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
 
 
-def start(command: list[str], env: dict, log: Path, health: str) -> subprocess.Popen:
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"{' '.join(command)} exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            import urllib.request
-
-            with urllib.request.urlopen(health, timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    stop(process)
-    sys.exit(f"{' '.join(command)} did not become ready in 180 s: see {log}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+def runtime_alone(
+    tag: str, home: Path, runtime: str, settings: ServingSettings, images: np.ndarray, seconds: float
+) -> dict:
+    """Images/s of the runtime called directly in the server's layout (workers processes × streams calls
+    × threads) on the decoded request images, at the best of batch 1, 8 and the largest batch; and its
+    batch-1 latency."""
+    context = multiprocessing.get_context("spawn")
+    best = {"ips": 0.0, "batch": 0}
+    for batch in sorted({1, min(8, settings.max_batch_size), settings.max_batch_size}):
+        start, counts = context.Barrier(settings.worker_count + 1), context.Value("l", 0)
+        args = (tag, home, runtime, settings.threads, settings.stream_count, images, batch, seconds, start,
+                counts)  # fmt: skip
+        workers = [context.Process(target=_alone_worker, args=args) for _ in range(settings.worker_count)]
+        for worker in workers:
+            worker.start()
+        start.wait()
+        began = time.perf_counter()
+        for worker in workers:
+            worker.join()
+        ips = counts.value / (time.perf_counter() - began)
+        if ips > best["ips"]:
+            best = {"ips": ips, "batch": batch}
+    run = load(tag, store=ModelStore(home)).runner(runtime, settings.threads)
+    return {**best, "b1_ms": median_ms(lambda: run(images[:1]), 60)}
 
 
-async def run_clients(url: str, images: list[bytes], concurrency: int, requests: int) -> dict:
-    """`requests` POSTs from `concurrency` clients; latency per request, errors counted, never raised."""
-    latencies: list[float] = []
-    errors: list[str] = []
-    issued = 0
-
-    async def client(session: aiohttp.ClientSession) -> None:
-        nonlocal issued
-        while issued < requests:
-            position = issued
-            issued += 1
-            form = aiohttp.FormData()
-            form.add_field(
-                "image", images[position % len(images)], filename="x.jpg", content_type="image/jpeg"
-            )
-            started = time.perf_counter()
-            try:
-                async with session.post(f"{url}/predict", data=form) as response:
-                    await response.read()
-                    if response.status != 200:
-                        errors.append(f"HTTP {response.status}")
-                        continue
-            except (TimeoutError, aiohttp.ClientError) as err:
-                errors.append(type(err).__name__)
-                continue
-            latencies.append(1000 * (time.perf_counter() - started))
-
-    timeout = aiohttp.ClientTimeout(total=120)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+def median_ms(call, repeats: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
         started = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
-    return {
-        "requests": requests,
-        "errors": len(errors),
-        "error_kinds": sorted(set(errors)),
-        "seconds": seconds,
-        "rps": len(latencies) / seconds,
-        "p50_ms": quantiles[49],
-        "p95_ms": quantiles[94],
-        "p99_ms": quantiles[98],
-    }
+        call()
+        times.append(time.perf_counter() - started)
+    return 1000.0 * statistics.median(times)
+
+
+def eager_alone(tag: str, home: Path, images: np.ndarray) -> dict:
+    """Eager PyTorch, one image at a time, torch's own threads: the baseline's model call."""
+    import torch
+
+    net = load(tag, store=ModelStore(home)).net().eval()
+    one = torch.from_numpy(images[:1])
+    with torch.inference_mode():
+        b1 = median_ms(lambda: net(one), 40)
+    return {"ips": 1000.0 / b1, "batch": 1, "b1_ms": b1}
+
+
+class Server:
+    """A server process started in its own session: cold start, memory, torch, stop."""
+
+    def __init__(self, command: list[str], env: dict, cwd: Path, log: Path, url: str, ready: str) -> None:
+        self.url = url
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"{' '.join(command)} exited {self.process.returncode}:\n{log.read_text()[-3000:]}")
+            if status(f"{url}{ready}") == 200:
+                self.cold_start_s = time.perf_counter() - started
+                return
+            time.sleep(0.02)
+        self.stop()
+        sys.exit(f"{' '.join(command)} did not become ready in 180 s: see {log}")
+
+    def tree(self) -> list[psutil.Process]:
+        root = psutil.Process(self.process.pid)
+        return [root, *root.children(recursive=True)]
+
+    def memory(self) -> dict:
+        """Resident memory of the whole tree: RSS counts shared libraries once per process, PSS shares
+        them out, so PSS is what the tree really costs."""
+        tree = self.tree()
+        return {
+            "processes": len(tree),
+            "rss_mb": sum(p.memory_info().rss for p in tree) / 2**20,
+            "pss_mb": sum(p.memory_full_info().pss for p in tree) / 2**20,
+        }
+
+    def loads_torch(self) -> bool:
+        return any("/torch/" in Path(f"/proc/{p.pid}/maps").read_text() for p in self.tree())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return None
 
 
 def batch_counters(url: str) -> tuple[float, float]:
     """(images, runtime calls) so far, from BentoML's adaptive batch size histogram."""
-    import urllib.request
-
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         text = response.read().decode()
-    total = calls = 0.0
+    images = calls = 0.0
     for line in text.splitlines():
         if line.startswith("bentoml_service_adaptive_batch_size_sum{"):
-            total += float(line.rsplit(" ", 1)[1])
+            images += float(line.rsplit(" ", 1)[1])
         elif line.startswith("bentoml_service_adaptive_batch_size_count{"):
             calls += float(line.rsplit(" ", 1)[1])
-    return total, calls
+    return images, calls
 
 
-def measure(url: str, images: list[bytes], args: argparse.Namespace, batched: bool) -> dict:
-    asyncio.run(run_clients(url, images, args.concurrency, min(200, args.requests)))  # warm-up, not counted
-    before = batch_counters(url) if batched else (0.0, 0.0)
-    figures = asyncio.run(run_clients(url, images, args.concurrency, args.requests))
-    if batched:
+def server_search(url: str, bodies: list[bytes], capacity: float, bound_ms: float, seconds: float) -> dict:
+    """The highest Poisson rate (of `SERVER_TRIALS` tried, bisecting) with p99 ≤ bound and no errors."""
+    low, high, rate = 0.0, capacity, 0.6 * capacity
+    best: dict = {"rate": 0.0, "p99_ms": None}
+    runs: list[Run] = []
+    for trial in range(SERVER_TRIALS):
+        # long enough for ~1,500 requests: a p99 from fewer is mostly noise
+        run = open_loop(f"{url}/predict", bodies, rate, min(20.0, max(seconds, 1500 / rate)), seed=trial)
+        runs.append(run)
+        passed = run.errors == 0 and run.percentiles.get(99, float("inf")) <= bound_ms
+        print(
+            f"    Server {rate:7.1f}/s: p99 {run.percentiles.get(99, float('nan')):8.1f} ms "
+            f"(bound {bound_ms:.1f}), {run.errors} errors: {'ok' if passed else 'over'}",
+            flush=True,
+        )
+        if passed:
+            best = {"rate": rate, "p99_ms": run.percentiles[99]}
+            low = rate
+        else:
+            high = rate
+        rate = (low + high) / 2
+    best["client_cpu_share"] = max(run.client_cpu_share for run in runs)
+    return best
+
+
+def kill_probe(server: Server, bodies: list[bytes], rate: float) -> dict:
+    """Poisson load at `rate`; after 2 s one worker is SIGKILLed. Requests lost and the longest latency,
+    beside the restart: seconds from the kill until a new worker answers."""
+    worker = server.tree()[1]
+    restart: dict = {}
+
+    def kill() -> None:
+        os.kill(worker.pid, signal.SIGKILL)
+        killed = time.perf_counter()
+        while status(f"{server.url}/readyz") != 200 or worker.pid in [p.pid for p in server.tree()]:
+            time.sleep(0.01)
+        restart["s"] = time.perf_counter() - killed
+
+    timer = threading.Timer(2.0, kill)
+    timer.start()
+    run = open_loop(f"{server.url}/predict", bodies, rate, 8.0, seed=99)
+    timer.join()
+    return {
+        "rate": rate,
+        "lost": run.errors,
+        "requests": run.requests,
+        "max_latency_s": run.percentiles.get(100, 0.0) / 1000,
+        "p99_latency_s": run.percentiles.get(99, 0.0) / 1000,
+        "restart_s": restart.get("s"),
+    }
+
+
+def scenarios(
+    server: Server, wrk: Wrk, bodies: list[bytes], alone: dict, decode_ms: float, args: argparse.Namespace
+) -> dict:
+    url = server.url
+    wrk.run(f"{url}/predict", args.clients, 3)  # warm-up: every code path, every batch size
+    batched = status(f"{url}/metrics") == 200
+    single = wrk.run(f"{url}/predict", 1, args.seconds)
+    before = batch_counters(url) if batched else None
+    offline = wrk.run(f"{url}/predict", args.clients, args.seconds)
+    mean_batch = None
+    if before:
         after = batch_counters(url)
-        calls = after[1] - before[1]
-        figures["mean_batch_size"] = (after[0] - before[0]) / calls if calls else float("nan")
+        mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+    time.sleep(0.5 + 2 * args.clients / offline.rps)  # let the Offline run's last requests drain first
+    bound = args.server_p99_ms or SERVER_BOUND * alone["b1_ms"]
+    # no open-loop rate above the closed-loop saturation can keep its latency bounded
+    capacity = min(alone["ips"], offline.rps)
+    server_figures = server_search(url, bodies, capacity, bound, args.server_seconds)
+    figures = {
+        "alone_ips": alone["ips"],
+        "alone_batch": alone["batch"],
+        "batch1_ms": alone["b1_ms"],
+        "decode_ms": decode_ms,
+        "single_stream_p50_ms": single.percentiles[50],
+        "single_stream_p90_ms": single.percentiles[90],
+        "single_stream_ratio": single.percentiles[90] / (alone["b1_ms"] + decode_ms),
+        "server_p99_bound_ms": bound,
+        "server_max_rate": server_figures["rate"],
+        "server_rate_fraction": server_figures["rate"] / alone["ips"],
+        "server_p99_ms": server_figures["p99_ms"],
+        "offline_rps": offline.rps,
+        "offline_p50_ms": offline.percentiles.get(50),
+        "offline_p99_ms": offline.percentiles.get(99),
+        "efficiency": offline.rps / alone["ips"],
+        "errors": offline.errors + single.errors,
+        "mean_batch": mean_batch,
+        "client_cpu_share": max(single.client_cpu_share, offline.client_cpu_share,
+                                server_figures["client_cpu_share"]),
+    }  # fmt: skip
+    print(
+        f"    SingleStream p50 {single.percentiles[50]:.2f} ms, p90 {single.percentiles[90]:.2f} ms "
+        f"({figures['single_stream_ratio']:.2f}× batch-1 + decode); Offline {offline.rps:.1f}/s "
+        f"({figures['efficiency']:.0%} of alone), {figures['errors']} errors",
+        flush=True,
+    )
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument(
-        "--runtime", nargs="+", default=["onnx", "onnx-int8"], help="served runtimes, in turn"
-    )
     parser.add_argument(
         "--model", help="a registered model of your store (default: ResNet-18, random weights)"
+    )
+    parser.add_argument("--runtime", nargs="+", default=["onnx", "onnx-int8"], help="served runtimes")
+    parser.add_argument("--clients", type=int, default=64, help="connections in the Offline scenario")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each closed-loop run")
+    parser.add_argument("--server-seconds", type=float, default=6.0, help="length of each Server trial")
+    parser.add_argument(
+        "--server-p99-ms", type=float, help=f"Server bound (default {SERVER_BOUND:g}× batch 1)"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the Flask baseline")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        home = (
-            Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
-            if args.model
-            else work / "bentoml"
-        )
-        tag = args.model or register_resnet18(home)
-        env = {
-            **os.environ,
-            "BENTOML_HOME": str(home),
-            "BENTOML_DO_NOT_TRACK": "true",
-            "LIGHTYARD_MODEL": tag,
-        }
-        images = jpeg_pool(64)
-        alone = compute_alone(tag, home, args.runtime)
+    machine = host()
+    print(f"host: {machine['cpu']}, {machine['cores']} cores, {' '.join(machine['isa']) or 'no AVX2'}")
+    settings = ServingSettings.load()
+    work = Path(tempfile.mkdtemp(prefix="lightyard-bench-"))
+    home = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml") if args.model else work / "bentoml"
+    tag = args.model or register_resnet18(home)
+    model = load(tag, store=ModelStore(home))
+    spec = model.spec
+    images = request_images(spec.height, spec.width, spec.channels)
+    kind = ("x.jpg", "image/jpeg") if spec.channels == 3 else ("x.png", "image/png")
+    bodies = [multipart(image, *kind) for image in images]
+    inputs = np.stack([spec.input_from_file(image) for image in images])
+    wrk = Wrk(bodies)
+    decode_ms = statistics.median(
+        median_ms(lambda image=image: spec.input_from_file(image), 20) for image in images
+    )
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "LIGHTYARD_MODEL": tag}
+    print(
+        f"model {tag}; layout {settings.worker_count} worker(s) × {settings.stream_count} runtime calls × "
+        f"{settings.threads} thread(s); decoding one request's image: {decode_ms:.2f} ms",
+        flush=True,
+    )
+
+    results: dict = {"host": machine, "model": tag, "clients": args.clients, "runtimes": {}}
+    floor = Server(
+        [str(BIN / "bentoml"), "serve", "hello_service:Hello", "--port", str(port := free_port())],
+        {**env, "HELLO_WORKERS": str(settings.worker_count)}, ROOT / "bench", work / "hello.log",
+        f"http://127.0.0.1:{port}", "/readyz",
+    )  # fmt: skip
+    floor_memory = floor.memory()
+    floor.stop()
+    results.update(floor_rss_mb=floor_memory["rss_mb"], floor_pss_mb=floor_memory["pss_mb"])
+    results["floor_cold_start_s"] = floor.cold_start_s
+    print(
+        f"floor (BentoML hello world, {settings.worker_count} worker(s)): "
+        f"cold start {floor.cold_start_s:.2f} s, "
+        f"RSS {floor_memory['rss_mb']:.0f} MB (PSS {floor_memory['pss_mb']:.0f} MB)",
+        flush=True,
+    )
+
+    for position, runtime in enumerate(args.runtime):
+        alone = runtime_alone(tag, home, runtime, settings, inputs, seconds=4.0)
         print(
-            "called directly, no server: "
-            + ", ".join(f"{name} {rate:.1f} images/s" for name, rate in alone.items()),
+            f"{runtime} alone: {alone['ips']:.1f} images/s (batch {alone['batch']}), batch 1 in "
+            f"{alone['b1_ms']:.2f} ms",
             flush=True,
         )
-        print(f"model {tag}; {args.concurrency} clients × {args.requests} requests per server", flush=True)
-        results: dict[str, dict] = {}
-        for runtime in args.runtime:
-            port = free_port()
-            command = [str(BIN / "bentoml"), "serve", "--port", str(port)]
-            url = f"http://127.0.0.1:{port}"
-            server_env = {**env, "LIGHTYARD_RUNTIME": runtime}
-            process = start(command, server_env, work / f"serve-{runtime}.log", f"{url}/readyz")
-            try:
-                results[runtime] = measure(url, images, args, batched=True)
-            finally:
-                stop(process)
-            print(f"  lightyard ({runtime}): {results[runtime]['rps']:.1f} requests/s", flush=True)
-        if not args.no_baseline:
-            port = free_port()
-            command = [sys.executable, str(ROOT / "bench" / "baseline_server.py"), tag, "--port", str(port)]
-            url = f"http://127.0.0.1:{port}"
-            process = start(command, env, work / "baseline.log", f"{url}/health")
-            try:
-                results["baseline"] = measure(url, images, args, batched=False)
-            finally:
-                stop(process)
-            print(f"  baseline (Flask, eager): {results['baseline']['rps']:.1f} requests/s", flush=True)
+        port = free_port()
+        server = Server(
+            [str(BIN / "bentoml"), "serve", "--port", str(port)], {**env, "LIGHTYARD_RUNTIME": runtime},
+            ROOT, work / f"serve-{runtime}.log", f"http://127.0.0.1:{port}", "/readyz",
+        )  # fmt: skip
+        try:
+            figures = scenarios(server, wrk, bodies, alone, decode_ms, args)
+            figures.update(
+                server.memory(), cold_start_s=server.cold_start_s, loads_torch=server.loads_torch()
+            )
+            if position == 0:
+                figures["worker_kill"] = kill_probe(server, bodies, 0.3 * figures["offline_rps"])
+        finally:
+            server.stop()
+        results["runtimes"][runtime] = figures
+        print(
+            f"  lightyard {runtime}: cold start {server.cold_start_s:.2f} s, RSS {figures['rss_mb']:.0f} MB "
+            f"(PSS {figures['pss_mb']:.0f} MB) in {figures['processes']} processes, torch loaded: "
+            f"{'yes' if figures['loads_torch'] else 'no'}",
+            flush=True,
+        )
 
-    columns = ("req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
-    print("\n" + f"{'server':<26}" + "".join(f"{c:>9}" for c in columns) + f"{'batch':>7}{'ratio':>8}")
-    baseline_rps = results.get("baseline", {}).get("rps")
-    for name, figures in results.items():
-        label = "baseline (Flask, eager)" if name == "baseline" else f"lightyard ({name})"
-        ratio = f"{figures['rps'] / baseline_rps:.2f}×" if baseline_rps else "–"
-        batch = f"{figures['mean_batch_size']:.1f}" if "mean_batch_size" in figures else "1"
+    if not args.no_baseline:
+        alone = eager_alone(tag, home, inputs)
         print(
-            f"{label:<26}{figures['rps']:>9.1f}{figures['p50_ms']:>9.1f}{figures['p95_ms']:>9.1f}"
-            f"{figures['p99_ms']:>9.1f}{figures['errors']:>9}{batch:>7}{ratio:>8}"
+            f"eager PyTorch alone: {alone['ips']:.1f} images/s, batch 1 in {alone['b1_ms']:.2f} ms",
+            flush=True,
         )
-    first = results[args.runtime[0]]
-    summary = {
-        **{key: first[key] for key in ("requests", "errors", "rps", "p50_ms", "p95_ms", "p99_ms")},
-        "mean_batch_size": first["mean_batch_size"],
-        "baseline_rps": baseline_rps,
-        "ratio": first["rps"] / baseline_rps if baseline_rps else None,
-        "model": tag,
-        "concurrency": args.concurrency,
-        "runtime": args.runtime[0],
-        "runs": results,
-    }
-    # Little's law: with every client always waiting, mean latency = clients / throughput, and a p99
-    # within the target needs at least a mean within it.
-    summary["alone"] = alone
-    summary["rps_needed_for_p99"] = args.concurrency / (P99_TARGET_MS / 1000)
-    print(
-        f"\nbounds on this machine: {args.runtime[0]} called directly gives "
-        f"{alone[args.runtime[0]]:.1f} images/s, {alone[args.runtime[0]] / alone['eager']:.2f}× eager "
-        f"PyTorch's {alone['eager']:.1f}; a p99 ≤ {P99_TARGET_MS:.0f} ms with {args.concurrency} clients "
-        f"needs ≥ {summary['rps_needed_for_p99']:.0f} requests/s (Little's law)"
-    )
-    if summary["ratio"] is not None:
-        met = summary["ratio"] >= RATIO_TARGET and first["p99_ms"] <= P99_TARGET_MS
-        print(
-            f"{args.runtime[0]}: {summary['ratio']:.2f}× the baseline's throughput "
-            f"(target ≥ {RATIO_TARGET}), "
-            f"p99 {first['p99_ms']:.0f} ms (target ≤ {P99_TARGET_MS:.0f}): {'met' if met else 'NOT MET'}"
-        )
+        port = free_port()
+        baseline = Server(
+            [sys.executable, str(ROOT / "bench" / "baseline_server.py"), tag, "--port", str(port)], env, ROOT,
+            work / "baseline.log", f"http://127.0.0.1:{port}", "/health",
+        )  # fmt: skip
+        try:
+            figures = scenarios(baseline, wrk, bodies, alone, decode_ms, args)
+            figures.update(baseline.memory(), cold_start_s=baseline.cold_start_s)
+        finally:
+            baseline.stop()
+        results["baseline"] = figures
+    wrk.close()
+    report(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"figures written to {args.json}")
-    print("server logs were written to a temporary folder and removed")
+    print(f"server logs in {work}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def report(results: dict) -> None:
+    """The table, and every target beside its figure."""
+    first = next(iter(results["runtimes"].values()))
+    results.update(rss_mb=first["rss_mb"], pss_mb=first["pss_mb"], cold_start_s=first["cold_start_s"])
+    rows = {f"lightyard {name}": figures for name, figures in results["runtimes"].items()}
+    if "baseline" in results:
+        rows["baseline (Flask, eager)"] = results["baseline"]
+    results["client_cpu_share"] = max(figures["client_cpu_share"] for figures in rows.values())
+    head = (
+        "alone/s",
+        "Offline/s",
+        "effic.",
+        "SS p50",
+        "SS p90",
+        "SS ratio",
+        "Server/s",
+        "fraction",
+        "errors",
+    )
+    print(f"\n{'':<26}" + "".join(f"{column:>10}" for column in head))
+    for name, f in rows.items():
+        cells = (
+            f"{f['alone_ips']:.1f}", f"{f['offline_rps']:.1f}", f"{f['efficiency']:.2f}",
+            f"{f['single_stream_p50_ms']:.2f}", f"{f['single_stream_p90_ms']:.2f}",
+            f"{f['single_stream_ratio']:.2f}",
+            f"{f['server_max_rate']:.1f}", f"{f['server_rate_fraction']:.2f}", str(f["errors"]),
+        )  # fmt: skip
+        print(f"{name:<26}" + "".join(f"{cell:>10}" for cell in cells))
+    print("(latencies in ms; alone: the runtime called directly in the server's layout; Offline with "
+          f"{results['clients']} connections; the load generator used at most "
+          f"{results['client_cpu_share']:.0%} of the machine's CPU)")  # fmt: skip
+
+    checks = [
+        (f"cold start {results['cold_start_s']:.2f} s ≤ 2× the floor's {results['floor_cold_start_s']:.2f} s",
+         results["cold_start_s"] <= 2 * results["floor_cold_start_s"]),
+    ]  # fmt: skip
+    baseline = results.get("baseline")
+    for name, f in results["runtimes"].items():
+        checks += [
+            (f"{name}: no serving process loaded torch",
+             not f["loads_torch"] or name.startswith("torchscript")),
+            (f"{name}: {f['errors']} errors at {results['clients']} connections", f["errors"] == 0),
+        ]  # fmt: skip
+        if baseline:
+            f["offline_vs_baseline"] = f["offline_rps"] / baseline["offline_rps"]
+        if f["batch1_ms"] < SMALL_MODEL_MS:  # the server, not the runtime, bounds a small model
+            checks += [
+                (f"{name}: SingleStream p50 {f['single_stream_p50_ms']:.2f} ms ≤ 5 ms",
+                 f["single_stream_p50_ms"] <= 5),
+                (f"{name}: serving tree RSS {f['rss_mb']:.0f} MB ≤ 500 MB", f["rss_mb"] <= 500),
+            ]  # fmt: skip
+            if baseline:
+                ratio = f["offline_vs_baseline"]
+                checks.append((f"{name}: Offline {ratio:.2f}× the baseline's ≥ 5×", ratio >= 5))
+            continue
+        checks += [
+            (f"{name}: SingleStream p90 {f['single_stream_ratio']:.2f}× batch-1 + decode ≤ 1.3×",
+             f["single_stream_ratio"] <= 1.3),
+            (f"{name}: Server rate {f['server_rate_fraction']:.2f} of alone ≥ 0.6",
+             f["server_rate_fraction"] >= 0.6),
+        ]  # fmt: skip
+        if name in TARGETS:
+            checks.append(
+                (
+                    f"{name}: efficiency {f['efficiency']:.2f} ≥ {TARGETS[name]}",
+                    f["efficiency"] >= TARGETS[name],
+                )
+            )
+    for name, f in results["runtimes"].items():
+        if kill := f.get("worker_kill"):
+            checks.append((
+                f"{name}: a killed worker cost {kill['lost']} request(s) in flight; the longest wait was "
+                f"{kill['max_latency_s']:.2f} s against a restart of {kill['restart_s']:.2f} s",
+                kill["max_latency_s"] <= kill["restart_s"] + 1.0,
+            ))  # fmt: skip
+    print()
+    for text, met in checks:
+        print(f"  [{'met' if met else 'NOT MET'}] {text}")
 
 
 if __name__ == "__main__":

@@ -131,3 +131,13 @@ def test_bad_files_are_refused(tmp_path: Path) -> None:
 def test_inconsistent_spec_is_refused() -> None:
     with pytest.raises(UserError, match="mean and std need 3 values"):
         PreprocessSpec(height=8, width=8, channels=3, mean=(0.5,), std=(0.5,), class_names=("a", "b"))
+
+
+def test_exif_orientation_is_applied() -> None:
+    """A phone photo stored sideways with an EXIF rotation is read upright, as its viewer shows it."""
+    image = Image.new("RGB", (20, 10), (255, 0, 0))
+    exif = image.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    jpeg = io.BytesIO()
+    image.save(jpeg, format="JPEG", exif=exif)
+    assert load_image(jpeg.getvalue()).size == (10, 20)

@@ -43,8 +43,9 @@ def available_cpus() -> int:
     return max(1, int(system_resources()["cpu"]))
 
 
-def _dispatch_when_free() -> type:
-    from bentoml._internal.marshal.dispatcher import Optimizer
+def _stream_dispatcher() -> type:
+    """BentoML's `CorkDispatcher` with the changes `adaptive_batcher` explains."""
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher, NonBlockSema, Optimizer
 
     class DispatchWhenFree(Optimizer):
         """BentoML's cost model with the cork's waiting time held at zero."""
@@ -57,7 +58,19 @@ def _dispatch_when_free() -> type:
         def wait(self, value: float) -> None:
             pass
 
-    return DispatchWhenFree
+    class StreamDispatcher(CorkDispatcher):
+        def __init__(self, *, streams: int, **options) -> None:
+            super().__init__(shared_sema=NonBlockSema(streams), **options)
+            self.optimizer = DispatchWhenFree(self.max_latency)
+
+        def _get_inputs(self, num_batches: int | None = None):
+            if num_batches is None:  # share what is queued among this batch's slot and the free ones
+                slots = self._sema.sema + 1
+                queued = sum(self.get_batch_size(job.data) for job in self._queue)
+                num_batches = min(self.max_batch_size, -(-queued // slots))
+            return super()._get_inputs(num_batches)
+
+    return StreamDispatcher
 
 
 def adaptive_batcher(
@@ -85,7 +98,6 @@ def adaptive_batcher(
     """
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.context import server_context
-    from bentoml._internal.marshal.dispatcher import CorkDispatcher, NonBlockSema
     from bentoml._internal.utils.metrics import exponential_buckets
     from bentoml.exceptions import ServiceUnavailable
 
@@ -112,12 +124,33 @@ def adaptive_batcher(
         outputs = run(np.concatenate(batches) if len(batches) > 1 else batches[0])
         return np.split(outputs, np.cumsum([len(batch) for batch in batches[:-1]]))
 
-    dispatcher = CorkDispatcher(
+    dispatcher = _stream_dispatcher()(
         max_latency_in_ms=max_latency_ms,
         max_batch_size=max_batch_size,
         fallback=refuse,
         get_batch_size=len,
-        shared_sema=NonBlockSema(streams),
+        streams=streams,
     )
-    dispatcher.optimizer = _dispatch_when_free()(dispatcher.max_latency)
     return dispatcher(run_merged)
+
+
+def restart_dead_workers_promptly(every_s: float = 1.0) -> None:
+    """Call in the `bentoml serve` process before it starts its supervisor.
+
+    BentoML's supervisor (circus) looks for dead workers only when it next checks its processes, every
+    10 s as BentoML sets it: a worker killed by the OOM killer left its requests waiting up to 10 s
+    before the replacement even began to start. Checking every second lets the replacement start at
+    once; the check itself only reaps exited processes and counts the live ones.
+    """
+    from circus.controller import Controller
+
+    if getattr(Controller.start, "lightyard", False):
+        return
+    start = Controller.start
+
+    def start_checking_often(self) -> None:
+        self.check_delay = min(self.check_delay, every_s * 1000)  # circus keeps it in milliseconds
+        start(self)
+
+    start_checking_often.lightyard = True
+    Controller.start = start_checking_often

@@ -197,7 +197,8 @@ def load_image(
                     f"{max_pixels:,}: send a smaller image"
                 )
             image.load()
-            return ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)
+            return image
     except FileNotFoundError:
         raise UserError(f"image not found: {name}") from None
     except Image.DecompressionBombError as err:

@@ -94,7 +94,7 @@ async def decode_uploads(
             inputs.append(decode(spec, data, name, max_pixels, formats))
         else:
             inputs.append(await anyio.to_thread.run_sync(decode, spec, data, name, max_pixels, formats))
-    return np.stack(inputs)
+    return inputs[0][None] if len(inputs) == 1 else np.stack(inputs)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
