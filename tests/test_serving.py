@@ -299,45 +299,24 @@ def test_torchscript_runtime_loads_torch_only_when_chosen(trained, tmp_path: Pat
         stop(process)
 
 
-def test_a_killed_worker_is_replaced_without_failing_new_requests(trained, tmp_path: Path) -> None:
-    """SIGKILL the worker: the supervisor keeps the listening socket and starts a new worker, so a
-    request sent right after the kill waits in the socket's queue for the new worker and is answered."""
+def test_a_killed_worker_is_replaced_at_once(trained, tmp_path: Path) -> None:
+    """SIGKILL the worker, twice: the supervisor keeps the listening socket and starts a new worker within
+    seconds (it checks every second; BentoML's own 10 s would miss this bound most of the time), and a
+    request sent right after the kill waits in the socket's queue for it and is answered."""
     home = tmp_path / "bentoml"
     shutil.copytree(trained[1], home)
     process, url = start_server([], home, ROOT)
     try:
-        (worker,) = psutil.Process(process.pid).children()
-        os.kill(worker.pid, signal.SIGKILL)
-        started = time.monotonic()
-        response = post(url, "/predict", files=[("image", ("d.png", digit_png(), "image/png"))])
-        assert response.status_code == 200, response.text
-        assert time.monotonic() - started < 30
-        assert [child.pid for child in psutil.Process(process.pid).children()] != [worker.pid]
+        for _ in range(2):
+            (worker,) = psutil.Process(process.pid).children()
+            os.kill(worker.pid, signal.SIGKILL)
+            started = time.monotonic()
+            response = post(url, "/predict", files=[("image", ("d.png", digit_png(), "image/png"))])
+            assert response.status_code == 200, response.text
+            assert time.monotonic() - started < 5
+            assert [child.pid for child in psutil.Process(process.pid).children()] != [worker.pid]
     finally:
         stop(process)
-
-
-@pytest.mark.parametrize(
-    ("env", "fragments"),
-    [
-        ({"LIGHTYARD_MODEL": "nope:latest"}, ("cannot serve nope:latest", "lightyard models list")),
-        ({"LIGHTYARD_MODEL": "digits-cnn@production"}, ("no version of digits-cnn is in production",)),
-        ({"LIGHTYARD_RUNTIME": "onnx-int8"}, ("has no onnx-int8 artifact", "lightyard quantize")),
-    ],
-)
-def test_a_bad_model_setting_stops_the_server(trained, tmp_path: Path, env: dict, fragments) -> None:
-    home = tmp_path / "bentoml"
-    shutil.copytree(trained[1], home)
-    result = subprocess.run(
-        [BENTOML, "serve", "--port", str(free_port())],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env},
-    )  # fmt: skip
-    assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in last, last
 
 
 def test_lean_bento_serves_from_a_fresh_environment(trained, tmp_path: Path) -> None:
