@@ -17,7 +17,7 @@ install: $(STAMP)
 train: $(STAMP)  ## train the default model (digits, small CNN); extra Hydra overrides via ARGS="..."
 	$(BIN)/python train.py $(ARGS)
 
-test: $(STAMP)  ## the whole suite, about 8.5 minutes on 2 cores
+test: $(STAMP)  ## the whole suite, about 8 minutes on 2 cores
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP)
@@ -26,7 +26,7 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-bench: $(STAMP)  ## every benchmark in bench/ (about 13 minutes on 2 cores)
+bench: $(STAMP)  ## every benchmark in bench/ (about 25 minutes on 2 cores)
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/export_overhead.py
 	$(BIN)/python bench/compression.py

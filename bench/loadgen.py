@@ -59,6 +59,7 @@ class Run:
     seconds: float
     percentiles: dict[int, float] = field(default_factory=dict)
     client_cpu_share: float = 0.0
+    client_late_p99_ms: float = 0.0  # open loop: how late the client itself sent, p99 (in the latencies)
 
     @property
     def rps(self) -> float:
@@ -183,10 +184,12 @@ async def _open_loop(host: str, port: int, requests: list[bytes], rate: float, s
     offsets = offsets[offsets < seconds]
     idle: list[_Connection] = []
     latencies: list[float] = []
+    lateness: list[float] = []
     errors = 0
 
     async def one(scheduled: float, request: bytes) -> None:
         nonlocal errors
+        lateness.append(1000.0 * (loop.time() - scheduled))
         while idle and idle[-1].lost:
             idle.pop()
         connection = idle.pop() if idle else None
@@ -214,7 +217,8 @@ async def _open_loop(host: str, port: int, requests: list[bytes], rate: float, s
     await asyncio.gather(*tasks)
     for connection in idle:
         connection.transport.close()
-    return latencies, errors, float(offsets[-1]) if len(offsets) else seconds
+    late_p99 = float(np.percentile(lateness, 99)) if lateness else 0.0
+    return latencies, errors, float(offsets[-1]) if len(offsets) else seconds, late_p99
 
 
 def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, seed: int = 0) -> Run:
@@ -240,7 +244,7 @@ def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, seed: 
     gc.disable()
     cpu, wall = time.process_time(), time.perf_counter()
     try:
-        latencies, errors, seconds_sent = runner(_open_loop(host, int(port), requests, rate, seconds, seed))
+        latencies, errors, sent, late = runner(_open_loop(host, int(port), requests, rate, seconds, seed))
     finally:
         gc.enable()
         gc.unfreeze()
@@ -249,4 +253,4 @@ def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, seed: 
     percentiles = (
         dict(zip(points, np.percentile(latencies, points).tolist(), strict=True)) if latencies else {}
     )
-    return Run(len(latencies), errors, seconds_sent, percentiles, cpu / (wall * (os.cpu_count() or 1)))
+    return Run(len(latencies), errors, sent, percentiles, cpu / (wall * (os.cpu_count() or 1)), late)

@@ -260,7 +260,8 @@ def server_search(url: str, bodies: list[bytes], capacity: float, bound_ms: floa
         passed = run.errors == 0 and run.percentiles.get(99, float("inf")) <= bound_ms
         print(
             f"    Server {rate:7.1f}/s: p99 {run.percentiles.get(99, float('nan')):8.1f} ms "
-            f"(bound {bound_ms:.1f}), {run.errors} errors: {'ok' if passed else 'over'}",
+            f"(bound {bound_ms:.1f}; the client sent {run.client_late_p99_ms:.1f} ms late at p99), "
+            f"{run.errors} errors: {'ok' if passed else 'over'}",
             flush=True,
         )
         if passed:

@@ -4,9 +4,8 @@ The spec and `load_image` need only Pillow and NumPy (the server imports them); 
 torch and Lightning and are imported on first use.
 """
 
-from typing import Any
-
 from lightyard.data.preprocess import PreprocessSpec, load_image
+from lightyard.lazy import lazy_attributes
 
 _DATA_MODULES = {
     "ImageDataModule": "lightyard.data.base",
@@ -18,10 +17,4 @@ _DATA_MODULES = {
 }
 __all__ = ["PreprocessSpec", "load_image", *_DATA_MODULES]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _DATA_MODULES:
-        import importlib
-
-        return getattr(importlib.import_module(_DATA_MODULES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _DATA_MODULES)

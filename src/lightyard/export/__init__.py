@@ -4,10 +4,9 @@
 exporters do and are imported on first use.
 """
 
-from typing import Any
-
 from lightyard.export.manifest import ExportReport
 from lightyard.export.runtimes import load_artifact
+from lightyard.lazy import lazy_attributes
 
 _NEEDS_TORCH = {
     "FORMATS": "lightyard.export.formats",
@@ -17,10 +16,4 @@ _NEEDS_TORCH = {
 }
 __all__ = ["ExportReport", "load_artifact", *_NEEDS_TORCH]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _NEEDS_TORCH:
-        import importlib
-
-        return getattr(importlib.import_module(_NEEDS_TORCH[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _NEEDS_TORCH)
