@@ -319,6 +319,29 @@ def test_a_killed_worker_is_replaced_at_once(trained, tmp_path: Path) -> None:
         stop(process)
 
 
+@pytest.mark.parametrize(
+    ("env", "fragments"),
+    [
+        ({"LIGHTYARD_MODEL": "nope:latest"}, ("cannot serve nope:latest", "lightyard models list")),
+        ({"LIGHTYARD_MODEL": "digits-cnn@production"}, ("no version of digits-cnn is in production",)),
+        ({"LIGHTYARD_RUNTIME": "onnx-int8"}, ("has no onnx-int8 artifact", "lightyard quantize")),
+    ],
+)
+def test_a_bad_model_setting_stops_the_server(trained, tmp_path: Path, env: dict, fragments) -> None:
+    home = tmp_path / "bentoml"
+    shutil.copytree(trained[1], home)
+    result = subprocess.run(
+        [BENTOML, "serve", "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env},
+    )  # fmt: skip
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in last, last
+
+
 def test_lean_bento_serves_from_a_fresh_environment(trained, tmp_path: Path) -> None:
     """`bentoml build` for the ONNX runtime gives a Bento whose requirements hold none of the training
     stack; installed alone into a fresh virtual environment, they serve the Bento: the model it was
