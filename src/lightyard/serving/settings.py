@@ -19,6 +19,7 @@ from lightyard.registry.store import ModelStore, Version
 CONFIG = Path(__file__).resolve().parents[3] / "conf" / "serve.yaml"
 RUNTIMES = ("onnx", "onnx-int8", "torchscript", "torchscript-int8")
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
+KINDS = {int: "a whole number", bool: "true or false", str: "text"}
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -44,9 +45,16 @@ class ServingSettings:
             )
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.type == "int" and (value < 0 or (value == 0 and item.name not in ("workers", "streams"))):
+            expected = {"int": int, "bool": bool}.get(item.type, str)
+            if not (type(value) is expected or (value is None and item.name == "model")):
                 raise UserError(
-                    f"{item.name}={value} must be a positive number (LIGHTYARD_{item.name.upper()})"
+                    f"{item.name}: {value!r} is not {KINDS[expected]}: set it in conf/serve.yaml or "
+                    f"LIGHTYARD_{item.name.upper()}"
+                )
+            least = 0 if item.name in ("workers", "streams") else 1  # 0: one per core
+            if item.type == "int" and value < least:
+                raise UserError(
+                    f"{item.name}={value} must be at least {least} (LIGHTYARD_{item.name.upper()})"
                 )
 
     @property
