@@ -30,7 +30,6 @@ import io
 import json
 import multiprocessing
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -47,6 +46,7 @@ from loadgen import Run, Wrk, multipart, open_loop
 from PIL import Image
 
 from lightyard.bentoml_adapter import available_cpus
+from lightyard.cpu import cpu_model, host_flags
 from lightyard.registry import ModelStore, load
 from lightyard.serving.settings import ServingSettings
 
@@ -60,14 +60,8 @@ SMALL_MODEL_MS = 1.0  # batch-1 latency under which HTTP, not the runtime, bound
 
 
 def host() -> dict:
-    flags: set[str] = set()
-    model = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-        elif line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-    return {"cpu": model, "cores": available_cpus(), "isa": [flag for flag in ISA_FLAGS if flag in flags]}
+    isa = [flag for flag in ISA_FLAGS if flag in host_flags()]
+    return {"cpu": cpu_model(), "cores": available_cpus(), "isa": isa}
 
 
 def register_resnet18(home: Path) -> str:

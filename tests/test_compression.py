@@ -17,6 +17,7 @@ from torch import nn
 
 from lightyard.compress.pruning import per_step_amount, prune_channels
 from lightyard.compress.quantization import quantize_export
+from lightyard.cpu import Int8Scheme, isa_family, scheme_candidates
 from lightyard.data import DigitsDataModule
 from lightyard.errors import UserError
 from lightyard.models import build_net
@@ -94,7 +95,9 @@ def test_int8_onnx_graph_is_quantized_and_gated(compressed) -> None:
     export = compressed[0] / "export"
     manifest = json.loads((export / "export.json").read_text())["formats"]
     entry = manifest["onnx-int8"]
-    assert entry["passed"] and entry["mode"] == "static" and entry["activation_type"] == "uint8"
+    assert entry["passed"] and entry["mode"] == "static"
+    assert Int8Scheme.from_dict(entry["scheme"]) in scheme_candidates()  # chosen for this host's CPU
+    assert entry["isa"] == isa_family()
     assert entry["accuracy"]["images"] == 270  # the full digits test split
     assert entry["calibration_batches"] == 4
     model = onnx.load(str(export / entry["file"]))
@@ -155,8 +158,14 @@ def test_registered_with_lineage(compressed) -> None:
     assert steps["prune"]["method"] == "unstructured" and steps["prune"]["amount"] == 0.6
     assert steps["prune"]["accuracy"]["passed"]
     assert steps["quantize"]["mode"] == "static" and steps["quantize"]["calibration_batches"] == 4
-    assert steps["quantize"]["onnx"]["activation_type"] == "uint8"
+    assert steps["quantize"]["isa"] == isa_family()
+    assert steps["quantize"]["onnx_scheme"] == model.metadata["formats"]["onnx-int8"]["scheme"]["name"]
     assert steps["quantize"]["results"]["onnx-int8"]["passed"]
+    shown = subprocess.run(
+        [LIGHTYARD, "models", "show", model.tag], capture_output=True, text=True, timeout=60, env=os.environ
+    )
+    scheme = model.metadata["formats"]["onnx-int8"]["scheme"]["name"]
+    assert f"scheme {scheme}, chosen and gated on {isa_family()}" in shown.stdout, shown.stdout
     session = model.onnx_session(threads=1)
     x = torch.zeros(2, 1, 8, 8).numpy()
     assert session.run(None, {"input": x})[0].shape == (2, 10)
@@ -177,6 +186,31 @@ def test_broken_calibration_is_rejected(trained, tmp_path: Path) -> None:
         assert "points lost (limit 1)" in entry["error"]
         assert entry["file"].startswith("rejected/") and (tmp_path / "export" / entry["file"]).is_file()
     assert report.passed == ["onnx"]  # the FP32 model it started from
+
+
+def test_open_scheme_choices_are_measured(trained, tmp_path: Path) -> None:
+    """Where the host's instruction set leaves the scheme open (here: AVX2's candidates, on any CPU), every
+    candidate is quantized, scored and timed, and the most accurate, then fastest, is kept."""
+    trained_net = net_from_checkpoint(trained[0] / "checkpoints" / "best.ckpt")
+    datamodule = DigitsDataModule()
+    datamodule.setup("test")
+    candidates = scheme_candidates("avx2")
+    assert len(candidates) > 1
+    report = quantize_export(
+        trained_net.net, trained_net.spec, tmp_path / "export", net_config=trained_net.net_config,
+        mode="static", calibration=datamodule.calibration_batches(4), test=list(datamodule.test_dataloader()),
+        runtimes=["onnx"], schemes=candidates,
+    )  # fmt: skip
+    entry = report.formats["onnx-int8"]
+    trials = entry["candidates"]
+    assert [trial["scheme"] for trial in trials] == [scheme.name for scheme in candidates]
+    assert all(0.9 < trial["accuracy"] <= 1.0 and trial["batch1_ms"] > 0 for trial in trials)
+    best = max(trial["accuracy"] for trial in trials)
+    tied = [trial for trial in trials if best - trial["accuracy"] <= 0.001]
+    assert entry["scheme"]["name"] == min(tied, key=lambda trial: trial["batch1_ms"])["scheme"]
+    assert entry["passed"] and entry["accuracy"]["accuracy"] == pytest.approx(best)
+    left = sorted(path.name for path in (tmp_path / "export").glob("*.onnx"))
+    assert left == ["model.int8.onnx", "model.onnx"]  # no candidate left behind
 
 
 def test_structured_pruning_removes_channels(trained, tmp_path: Path) -> None:

@@ -126,3 +126,10 @@ def test_global_batch_is_split_across_ranks() -> None:
     datamodule.batch_size = 30
     with pytest.raises(UserError, match="does not split evenly over 4 processes"):
         _ = datamodule.per_device_batch_size
+
+
+def test_mnist_experiment_on_idx_files(mnist_root: Path, tmp_path: Path) -> None:
+    """experiment=mnist as shipped (staged CNN, shifts and rotations), on generated idx files."""
+    metrics = fast_dev_run(tmp_path, "experiment=mnist", f"data.root={mnist_root}", "data.download=false",
+                           "data.num_workers=0")  # fmt: skip
+    assert "test/acc" in metrics

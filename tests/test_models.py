@@ -12,8 +12,9 @@ import torchvision
 from omegaconf import OmegaConf
 
 from lightyard.config import check_devices
+from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
-from lightyard.models import small_cnn, torchvision_net
+from lightyard.models import build_net, small_cnn, staged_cnn, torchvision_net
 from lightyard.models.checkpoints import load_net_weights
 
 
@@ -76,3 +77,30 @@ def test_lightyard_command() -> None:
     assert version.stdout.startswith("lightyard ")
     nets = subprocess.run([bin_dir / "lightyard", "nets"], capture_output=True, text=True, check=True)
     assert {"resnet18", "mobilenet_v3_small", "efficientnet_b0"} <= set(nets.stdout.split())
+
+
+def test_staged_cnn_stays_under_10_mmac_on_mnist() -> None:
+    from lightyard.compress.measure import count_macs
+
+    net = staged_cnn(num_classes=10, in_channels=1)
+    image = torch.zeros(2, 1, 28, 28)
+    assert net(image).shape == (2, 10)
+    assert count_macs(net, image) <= 10_000_000  # SmallCNN on the same image: 29.5 MMAC
+    assert count_macs(net, image) < count_macs(small_cnn(10, 1), image) / 3
+
+
+@pytest.mark.parametrize(
+    ("pool", "hidden", "first_layer_inputs"),
+    [(8, [256, 128], 64), (None, [1200, 1200], 784), (None, [], 784)],
+)
+def test_mlp_input_is_pooled_or_every_pixel(pool, hidden, first_layer_inputs) -> None:
+    spec = PreprocessSpec(
+        height=28, width=28, channels=1, mean=(0.5,), std=(0.5,), class_names=tuple("0123456789")
+    )
+    config = {"_target_": "lightyard.models.mlp", "hidden": hidden, "pool": pool, "input_dropout": 0.2}
+    net = build_net(config, spec)
+    linears = [layer for layer in net.modules() if isinstance(layer, torch.nn.Linear)]
+    assert linears[0].in_features == first_layer_inputs
+    assert [layer.out_features for layer in linears] == [*hidden, 10]
+    assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert any(isinstance(layer, torch.nn.Dropout) and layer.p == 0.2 for layer in net.modules())

@@ -137,6 +137,22 @@ def test_health_info_and_bentoml_routes(served) -> None:
     assert {"/predict", "/predict_batch", "/health", "/info", "/livez", "/readyz", "/metrics"} <= paths
 
 
+def thread_nice(pid: int, tid: int) -> int:
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])  # field 19 of stat; the split drops pid and comm
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")
+def test_runtime_threads_yield_to_the_event_loop(served) -> None:
+    url, _, pid = served
+    for _ in range(8):  # every runtime slot has run at least once
+        assert post(url, "/predict", files={"image": ("d.png", digit_png(), "image/png")}).status_code == 200
+    worker = process_tree(pid)[1]
+    nices = {thread.id: thread_nice(worker.pid, thread.id) for thread in worker.threads()}
+    assert nices[worker.pid] == 0  # the main thread runs the event loop
+    assert 10 in nices.values()  # the runtime calls' threads (conf/serve.yaml: runtime_nice)
+
+
 def test_predict_and_predict_batch(served) -> None:
     url, _, _ = served
     image = digit_png()

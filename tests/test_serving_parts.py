@@ -107,6 +107,7 @@ def test_settings_from_yaml_and_environment(tmp_path: Path) -> None:
         ({"LIGHTYARD_THREADS": "two"}, "LIGHTYARD_THREADS=two is not a whole number"),
         ({"LIGHTYARD_THREADS": "0"}, "threads=0 must be at least 1"),
         ({"LIGHTYARD_STREAMS": "-1"}, "streams=-1 must be at least 0"),
+        ({"LIGHTYARD_RUNTIME_NICE": "-5"}, "runtime_nice=-5 must be at least 0"),
         ({"LIGHTYARD_TRACING": "maybe"}, "LIGHTYARD_TRACING=maybe is not true or false"),
     ):
         with pytest.raises(UserError, match=fragment):

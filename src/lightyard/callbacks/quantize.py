@@ -9,13 +9,8 @@ import lightning as L
 
 from lightyard.callbacks.compression import CompressionStep, full_test_split
 from lightyard.compress.gate import DEFAULT_MAX_DROP
-from lightyard.compress.quantization import (
-    RUNTIMES,
-    OnnxSettings,
-    check_mode,
-    quantize_export,
-    quantize_lineage,
-)
+from lightyard.compress.quantization import RUNTIMES, check_mode, quantize_export, quantize_lineage
+from lightyard.cpu import scheme_candidates
 from lightyard.export.manifest import ExportReport
 from lightyard.tracking.loggers import log_scalars
 
@@ -25,7 +20,8 @@ class QuantizeCallback(CompressionStep):
     checkpoint): writes `model.int8.onnx` (ONNX Runtime) and `model.int8.ts` (torch-native) into the
     export folder, each kept only if it loses at most `max_drop` accuracy points against FP32.
 
-    Calibration batches come from the train split with the evaluation transform (no augmentation).
+    Calibration batches come from the train split with the evaluation transform (no augmentation). The
+    ONNX Runtime scheme fields left None are chosen for this host's CPU (`lightyard.cpu`).
     Runs on rank zero; the other ranks wait.
     """
 
@@ -36,16 +32,22 @@ class QuantizeCallback(CompressionStep):
         calibration_batches: int = 32,
         runtimes: Sequence[str] = RUNTIMES,
         max_drop: float = DEFAULT_MAX_DROP,
-        activation_type: str = "uint8",
-        weight_type: str = "int8",
-        per_channel: bool = True,
+        activation_type: str | None = None,
+        weight_type: str | None = None,
+        per_channel: bool | None = None,
+        reduce_range: bool | None = None,
     ) -> None:
         self.dirpath = Path(dirpath)
         self.mode = check_mode(mode)
         self.calibration_batches = calibration_batches
         self.runtimes = list(runtimes)
         self.max_drop = max_drop
-        self.onnx_settings = OnnxSettings(activation_type, weight_type, per_channel)
+        self.schemes = scheme_candidates(
+            activation_type=activation_type,
+            weight_type=weight_type,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+        )
         self.parents: list[str] = []
         self.calibrated = 0
         self.report: ExportReport | None = None
@@ -65,7 +67,7 @@ class QuantizeCallback(CompressionStep):
                 test=full_test_split(trainer),
                 max_drop=self.max_drop,
                 runtimes=self.runtimes,
-                onnx_settings=self.onnx_settings,
+                schemes=self.schemes,
             )
             log_scalars(trainer, self._scalars())
         trainer.strategy.barrier("quantized")
@@ -95,4 +97,4 @@ class QuantizeCallback(CompressionStep):
         return f"{self.mode} INT8 quantization: " + ("; ".join(lines) or "not run")
 
     def lineage_step(self) -> dict:
-        return quantize_lineage(self.mode, self.calibrated, self.max_drop, self.onnx_settings, self.report)
+        return quantize_lineage(self.mode, self.calibrated, self.max_drop, self.report)

@@ -226,6 +226,9 @@ def _metric(version: Version, name: str) -> str:
 
 
 def _parity(entry: dict) -> str:
+    if "accuracy" in entry:  # compressed artifacts pass an accuracy gate, not logit parity
+        gate = entry["accuracy"]
+        return f"accuracy {gate['accuracy']:.4f} ({gate['drop']:+.2f} points against FP32)"
     parity = entry.get("parity", {})
     return (
         f"max |Δ| {parity.get('max_abs_diff', float('nan')):.1e}, top-1 {parity.get('top1_agreement', 0):.0%}"
@@ -233,7 +236,11 @@ def _parity(entry: dict) -> str:
 
 
 def _how(entry: dict) -> str:
-    extra = {key: entry[key] for key in ("method", "opset") if key in entry}
+    extra = {key: entry[key] for key in ("method", "opset", "engine") if key in entry}
+    if "scheme" in entry:
+        extra["scheme"] = entry["scheme"]["name"]
+    if "isa" in entry:
+        extra["chosen and gated on"] = entry["isa"]
     return "".join(f", {key} {value}" for key, value in extra.items())
 
 

@@ -37,8 +37,13 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     quantize.add_argument(
         "--max-drop", type=float, default=1.0, help="accuracy points an INT8 model may lose (default 1)"
     )
-    quantize.add_argument("--activation-type", choices=("uint8", "int8"), default="uint8")
-    quantize.add_argument("--weight-type", choices=("uint8", "int8"), default="int8")
+    scheme = "(default: chosen for this CPU's instruction set)"
+    quantize.add_argument("--activation-type", choices=("uint8", "int8"), help=f"ONNX Runtime {scheme}")
+    quantize.add_argument("--weight-type", choices=("uint8", "int8"), help=f"ONNX Runtime {scheme}")
+    quantize.add_argument("--per-channel", action=argparse.BooleanOptionalAction, help=f"weights {scheme}")
+    quantize.add_argument(
+        "--reduce-range", action=argparse.BooleanOptionalAction, help=f"7-bit weights {scheme}"
+    )
     quantize.add_argument("--threads", type=int, default=2, help="threads for the report's timings")
     quantize.add_argument("--out", type=Path, help="where the artifacts and report.md go")
     quantize.add_argument(
@@ -62,8 +67,9 @@ class Source:
 
 def run(args: argparse.Namespace) -> None:
     from lightyard.cli.export import datamodule_from
-    from lightyard.compress.quantization import OnnxSettings, check_mode, quantize_export, quantize_lineage
+    from lightyard.compress.quantization import check_mode, quantize_export, quantize_lineage
     from lightyard.compress.report import markdown_table, measure_variants, write_report
+    from lightyard.cpu import isa_family, scheme_candidates
 
     check_mode(args.mode)
     source = _source(args.model, args.out)
@@ -73,7 +79,13 @@ def run(args: argparse.Namespace) -> None:
     test = list(datamodule.test_dataloader())
     if source.registered is not None:
         _copy_version(source.registered, source.out)
-    settings = OnnxSettings(args.activation_type, args.weight_type)
+    schemes = scheme_candidates(
+        activation_type=args.activation_type,
+        weight_type=args.weight_type,
+        per_channel=args.per_channel,
+        reduce_range=args.reduce_range,
+    )
+    print(f"host CPU: {isa_family()}; ONNX Runtime scheme candidates: {', '.join(s.name for s in schemes)}")
     report = quantize_export(
         source.net,
         source.spec,
@@ -84,19 +96,20 @@ def run(args: argparse.Namespace) -> None:
         test=test,
         max_drop=args.max_drop,
         runtimes=[name.strip() for name in args.runtimes.split(",") if name.strip()],
-        onnx_settings=settings,
+        schemes=schemes,
     )
     rows = measure_variants(source.net, source.out, test, threads=args.threads)
     path = write_report(source.out, f"INT8 ({args.mode}) of {source.name}, {args.threads} threads", rows)
     print(markdown_table(rows))
     results = {name: entry for name, entry in report.formats.items() if name.endswith("-int8")}
     for name, entry in results.items():
-        print(f"{name:<18} {'passed' if entry['passed'] else entry.get('error', 'failed')}")
+        scheme = f" ({entry['scheme']['name']}, chosen on {entry['isa']})" if "scheme" in entry else ""
+        print(f"{name:<18} {'passed' if entry['passed'] else entry.get('error', 'failed')}{scheme}")
     print(f"artifacts in {source.out}/, report: {path}")
     if not any(entry["passed"] for entry in results.values()):
         raise UserError("no INT8 artifact passed the accuracy gate: see the lines above")
     if source.registered is not None and not args.no_register:
-        lineage_step = quantize_lineage(args.mode, len(calibration), args.max_drop, settings, report)
+        lineage_step = quantize_lineage(args.mode, len(calibration), args.max_drop, report)
         _register(source.registered, source.out, lineage_step)
 
 

@@ -5,22 +5,25 @@ Each function writes one artifact from a CPU float32 network or ONNX file; the a
 preprocessed images from the train split) to fix activation ranges; dynamic quantization computes them
 per call and suits networks dominated by Linear/LSTM layers.
 
-Type choices follow measurements on x86 CPUs (DESIGN.md, `bench/compression.py`): ONNX Runtime's QDQ with
-uint8 activations and int8 weights (U8S8) runs ResNet-18 2-3× faster than FP32, while the S8S8 default
-ran slower than FP32.
+The ONNX Runtime scheme (types, per-channel, reduce-range) is chosen for the host's instruction set
+(`lightyard.cpu`): where ONNX Runtime's guide leaves the choice open, the candidates are quantized, gated
+and timed here, and the most accurate (ties: the fastest) is kept. The artifact records the scheme and
+the instruction family it was chosen and gated on; the server warns on a CPU it does not suit.
 """
 
 from __future__ import annotations
 
+import logging
+import platform
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from lightyard.compress.gate import DEFAULT_MAX_DROP, Batches, check_accuracy, predict
-from lightyard.compress.measure import eager_runner
+from lightyard.compress.measure import eager_runner, latency_ms
+from lightyard.cpu import Int8Scheme, isa_family, scheme_candidates
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
 from lightyard.export.exporter import cpu_float_copy, export_model, produce
@@ -28,25 +31,11 @@ from lightyard.export.formats import FORMATS
 from lightyard.export.manifest import ExportReport
 from lightyard.export.runtimes import INPUT_NAME, load_artifact, quiet
 
+log = logging.getLogger("lightyard")
 MODES = ("static", "dynamic")
+SCHEME_TIE = 0.1  # accuracy points within which candidate schemes count as equally accurate
 ONNX_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
 DYNAMIC_MODULES = (nn.Linear, nn.LSTM, nn.GRU)
-
-
-@dataclass(frozen=True)
-class OnnxSettings:
-    """ONNX Runtime quantization settings, recorded with the artifact."""
-
-    activation_type: str = "uint8"
-    weight_type: str = "int8"
-    per_channel: bool = True
-
-    def __post_init__(self) -> None:
-        for field_name in ("activation_type", "weight_type"):
-            if getattr(self, field_name) not in ONNX_TYPES:
-                raise UserError(
-                    f"quantize.{field_name}={getattr(self, field_name)} is not a type: use uint8 or int8"
-                )
 
 
 def check_mode(mode: str) -> str:
@@ -71,9 +60,10 @@ def quantize_onnx(
     out_path: Path,
     mode: str,
     calibration: Iterable[torch.Tensor] = (),
-    settings: OnnxSettings = OnnxSettings(),
+    scheme: Int8Scheme | None = None,
 ) -> dict:
     """Quantize an FP32 ONNX model; static: QDQ with activation ranges from `calibration` (MinMax)."""
+    scheme = scheme or Int8Scheme()
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -82,25 +72,55 @@ def quantize_onnx(
         with quiet():
             # shape inference and graph fusions first, as ONNX Runtime's quantization guide recommends
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-            weight_type = getattr(QuantType, ONNX_TYPES[settings.weight_type])
+            weights = {
+                "weight_type": getattr(QuantType, ONNX_TYPES[scheme.weight_type]),
+                "per_channel": scheme.per_channel,
+                "reduce_range": scheme.reduce_range,
+            }
             if mode == "static":
                 quantize_static(
                     str(prepared),
                     str(out_path),
                     _Calibration(calibration),
                     quant_format=QuantFormat.QDQ,
-                    activation_type=getattr(QuantType, ONNX_TYPES[settings.activation_type]),
-                    weight_type=weight_type,
-                    per_channel=settings.per_channel,
+                    activation_type=getattr(QuantType, ONNX_TYPES[scheme.activation_type]),
+                    **weights,
                 )
             else:
-                quantize_dynamic(str(prepared), str(out_path), weight_type=weight_type)
+                quantize_dynamic(str(prepared), str(out_path), **weights)
     finally:
         prepared.unlink(missing_ok=True)
-    details = {"mode": mode, "weight_type": settings.weight_type}
-    if mode == "static":
-        details.update(activation_type=settings.activation_type, per_channel=settings.per_channel)
-    return details
+    return {"mode": mode, "scheme": scheme.to_dict(), "isa": isa_family()}
+
+
+def choose_onnx_scheme(
+    fp32_path: Path,
+    work_dir: Path,
+    mode: str,
+    calibration: Sequence[torch.Tensor],
+    test: Batches,
+    candidates: Sequence[Int8Scheme],
+) -> tuple[Int8Scheme, list[dict]]:
+    """The candidate with the best test accuracy, the fastest at batch 1 among those within
+    SCHEME_TIE points of it, and every candidate's figures (none measured when there is one)."""
+    if len(candidates) == 1:
+        return candidates[0], []
+    images = next(iter(test))[0].numpy()
+    trials = []
+    for scheme in candidates:
+        path = work_dir / f"candidate-{len(trials)}.int8.onnx"
+        try:
+            quantize_onnx(fp32_path, path, mode, calibration, scheme)
+            run = load_artifact("onnx-int8", path)
+            accuracy = predict(run, test).accuracy
+            trials.append({"scheme": scheme, "accuracy": accuracy, "batch1_ms": latency_ms(run, images, 1)})
+        finally:
+            path.unlink(missing_ok=True)
+        log.info(f"INT8 candidate {scheme.name}: accuracy {accuracy:.4f}, {trials[-1]['batch1_ms']:.3f} ms")
+    best = max(trial["accuracy"] for trial in trials)
+    close = [trial for trial in trials if 100.0 * (best - trial["accuracy"]) <= SCHEME_TIE]
+    chosen = min(close, key=lambda trial: trial["batch1_ms"])["scheme"]
+    return chosen, [{**trial, "scheme": trial["scheme"].name} for trial in trials]
 
 
 def quantize_torch(
@@ -119,9 +139,10 @@ def quantize_torch(
     net = cpu_float_copy(net)
     with quiet(), torch.inference_mode(False), torch.no_grad():
         example = example.to("cpu", torch.float32).clone()
-        torch.backends.quantized.engine = "x86"
+        engine = torch_engine()
+        torch.backends.quantized.engine = engine
         if mode == "static":
-            prepared = prepare_fx(net, get_default_qconfig_mapping("x86"), (example,))
+            prepared = prepare_fx(net, get_default_qconfig_mapping(engine), (example,))
             for batch in calibration:
                 prepared(batch.to("cpu", torch.float32).clone())
             quantized = convert_fx(prepared)
@@ -129,7 +150,14 @@ def quantize_torch(
             quantized = quantize_dynamic(net, set(DYNAMIC_MODULES), dtype=torch.qint8)
         traced = torch.jit.freeze(torch.jit.trace(quantized, example, check_trace=False).eval())
         torch.jit.save(traced, str(out_path))
-    return {"mode": mode, "engine": "x86", "method": "fx" if mode == "static" else "dynamic"}
+    method = "fx" if mode == "static" else "dynamic"
+    return {"mode": mode, "engine": engine, "method": method, "isa": isa_family()}
+
+
+def torch_engine() -> str:
+    """torch's quantized engine for this host: x86 (FBGEMM and oneDNN; 7-bit activations on every x86,
+    so no saturation) or QNNPACK on ARM."""
+    return "qnnpack" if platform.machine().lower() in ("arm64", "aarch64") else "x86"
 
 
 RUNTIMES = ("onnx", "torchscript")
@@ -152,13 +180,13 @@ def quantize_export(
     test: Batches,
     max_drop: float = DEFAULT_MAX_DROP,
     runtimes: Sequence[str] = RUNTIMES,
-    onnx_settings: OnnxSettings = OnnxSettings(),
+    schemes: Sequence[Int8Scheme] | None = None,
 ) -> ExportReport:
     """Add gated INT8 variants of `net` to the export folder `out_dir` and to its `export.json`.
 
     `calibration` holds preprocessed train images (static mode); `test` the labelled test batches every
     variant is evaluated on, against the FP32 network's predictions. The FP32 ONNX model is exported first
-    if the folder does not have one.
+    if the folder does not have one. `schemes`: the ONNX Runtime candidates (default: this host's).
     """
     check_mode(mode)
     unknown = [runtime for runtime in runtimes if runtime not in RUNTIMES]
@@ -176,8 +204,15 @@ def quantize_export(
         raise UserError(f"no FP32 ONNX model to quantize: the ONNX export failed (see {out_dir}/export.json)")
     report = ExportReport.load(out_dir)
     reference = predict(eager_runner(net), test)
+    if "onnx" in runtimes:
+        scheme, trials = choose_onnx_scheme(
+            fp32_onnx, out_dir, mode, calibration, test, schemes or scheme_candidates()
+        )
     writers = {
-        "onnx": lambda path: quantize_onnx(fp32_onnx, path, mode, calibration, onnx_settings),
+        "onnx": lambda path: {
+            **quantize_onnx(fp32_onnx, path, mode, calibration, scheme),
+            "candidates": trials,
+        },
         "torchscript": lambda path: quantize_torch(net, path, mode, test[0][0][:2], calibration),
     }
     for runtime in runtimes:
@@ -195,11 +230,7 @@ def quantize_export(
 
 
 def quantize_lineage(
-    mode: str,
-    calibration_batches: int,
-    max_drop: float,
-    onnx_settings: OnnxSettings,
-    report: ExportReport | None,
+    mode: str, calibration_batches: int, max_drop: float, report: ExportReport | None
 ) -> dict:
     """The registry lineage step of a quantization: settings and each INT8 artifact's gate figures."""
     results = {
@@ -212,6 +243,7 @@ def quantize_lineage(
         "mode": mode,
         "calibration_batches": calibration_batches if mode == "static" else 0,
         "max_drop": max_drop,
-        "onnx": vars(onnx_settings),
+        "isa": isa_family(),
+        "onnx_scheme": report.formats.get("onnx-int8", {}).get("scheme", {}).get("name") if report else None,
         "results": results,
     }

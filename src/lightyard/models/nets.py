@@ -1,4 +1,5 @@
-"""Networks: a small CNN sized for digits, and any torchvision classification architecture by name.
+"""Networks: small CNNs sized for digits (8×8) and MNIST-sized images (28×28), an MLP, and any torchvision
+classification architecture by name.
 
 Every builder takes `num_classes` and `in_channels` from the data module's preprocessing spec, so the
 same net config works for 8×8 grayscale digits and 224×224 RGB photos.
@@ -7,6 +8,7 @@ same net config works for 8×8 grayscale digits and 224×224 RGB photos.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from lightyard.models.checkpoints import load_net_weights
 from lightyard.models.surgery import adapt_input_channels, replace_head
 
 GRID = 4  # SmallCNN's head sees a GRID × GRID map of features
-GRID_MLP = 8  # MLP's input: the image pooled to GRID_MLP × GRID_MLP (digits are 8×8 already)
+GRID_MLP = 8  # MLP's default input: the image pooled to GRID_MLP × GRID_MLP (digits are 8×8 already)
 AUX_LOGIT_MODELS = ("inception_v3", "googlenet")
 TRUSTED_BUILDERS = ("lightyard.models.",)  # the only targets a stored net config may name
 PRUNED_CHANNELS = "pruned_channels"  # set in a stored net config when structured pruning removed channels
@@ -69,16 +71,80 @@ def small_cnn(
     return net
 
 
-class MLP(nn.Module):
-    """A multilayer perceptron over the image pooled to a GRID_MLP × GRID_MLP grid: a network of Linear
-    layers, the kind dynamic INT8 quantization (`lightyard quantize --mode dynamic`) is meant for."""
+class StagedCNN(nn.Module):
+    """Convolution stages at halving resolutions (28 → 14 → 7 on MNIST), then global average pooling.
+
+    SmallCNN keeps its first two convolutions at full resolution: cheap on 8×8 digits, 29.5 MMAC on a
+    28×28 image. Here every stage but the first works on a quarter of the previous one's pixels, so the
+    default widths cost 8.0 MMAC per MNIST image. The first stage sees one channel, so its 5×5 kernel
+    buys a wider view for little.
+    """
 
     def __init__(
-        self, num_classes: int, in_channels: int = 1, hidden: Sequence[int] = (256, 128), dropout: float = 0.1
+        self,
+        num_classes: int,
+        in_channels: int = 1,
+        widths: Sequence[int] = (32, 64, 128),
+        dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(GRID_MLP), nn.Flatten()]
-        width = in_channels * GRID_MLP * GRID_MLP
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for stage, width in enumerate(widths):
+            if stage:
+                layers.append(nn.MaxPool2d(2))
+            kernel = 5 if stage == 0 else 3
+            layers += [
+                nn.Conv2d(cin, width, kernel, padding=kernel // 2, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            cin = width
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(x)))
+
+
+def staged_cnn(
+    num_classes: int,
+    in_channels: int,
+    widths: Sequence[int] = (32, 64, 128),
+    dropout: float = 0.1,
+    weights: str | None = None,
+) -> StagedCNN:
+    net = StagedCNN(num_classes, in_channels, tuple(widths), dropout)
+    if weights:
+        load_net_weights(net, weights)
+    return net
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron: a network of Linear layers, the kind dynamic INT8 quantization
+    (`lightyard quantize --mode dynamic`) is meant for.
+
+    By default the image is first pooled to a GRID_MLP × GRID_MLP grid (64 inputs whatever the image
+    size); `pool=None` feeds every pixel (784 inputs on MNIST, as in the classic MNIST MLPs).
+    `input_dropout` drops input pixels, as Hinton et al.'s dropout networks do (0.2 there).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 1,
+        hidden: Sequence[int] = (256, 128),
+        dropout: float = 0.1,
+        pool: int | None = GRID_MLP,
+        input_dropout: float = 0.0,
+        image_size: tuple[int, int] = (GRID_MLP, GRID_MLP),
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(pool)] if pool else []
+        rows, cols = (pool, pool) if pool else image_size
+        layers += [nn.Flatten(), nn.Dropout(input_dropout)] if input_dropout else [nn.Flatten()]
+        width = in_channels * rows * cols
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             width = size
@@ -94,9 +160,12 @@ def mlp(
     in_channels: int,
     hidden: Sequence[int] = (256, 128),
     dropout: float = 0.1,
+    pool: int | None = GRID_MLP,
+    input_dropout: float = 0.0,
+    image_size: tuple[int, int] = (GRID_MLP, GRID_MLP),
     weights: str | None = None,
 ) -> MLP:
-    net = MLP(num_classes, in_channels, tuple(hidden), dropout)
+    net = MLP(num_classes, in_channels, tuple(hidden), dropout, pool, input_dropout, tuple(image_size))
     if weights:
         load_net_weights(net, weights)
     return net
@@ -119,7 +188,10 @@ def build_net(config: Mapping, spec: PreprocessSpec, *, trusted: bool = True) ->
             )
         config["weights"] = None
     builder = instantiate({**config, "_partial_": True})
-    return builder(num_classes=spec.num_classes, in_channels=spec.channels)
+    sizes = {"num_classes": spec.num_classes, "in_channels": spec.channels}
+    if "image_size" in inspect.signature(builder).parameters:  # builders whose layers depend on it ask
+        sizes["image_size"] = (spec.height, spec.width)
+    return builder(**sizes)
 
 
 def classification_models() -> list[str]:

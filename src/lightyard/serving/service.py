@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import sys
+import threading
 from functools import partial
 
 import bentoml
@@ -25,6 +28,7 @@ from starlette.exceptions import HTTPException
 
 from lightyard import __version__
 from lightyard.bentoml_adapter import adaptive_batcher, served_model_store
+from lightyard.cpu import int8_warning
 from lightyard.errors import UserError
 from lightyard.export.runtimes import Runner
 from lightyard.registry import ModelStore, RegisteredModel, load
@@ -65,7 +69,17 @@ def settle_heap() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def probabilities(run: Runner, inputs: np.ndarray) -> np.ndarray:
+_niced = threading.local()
+
+
+def probabilities(run: Runner, nice: int, inputs: np.ndarray) -> np.ndarray:
+    """Called in the dispatcher's threads. The first call in each thread lowers that thread's priority
+    by `nice`: when every core is busy with runtime calls, the event loop still gets one at once to parse
+    the next request and send finished answers (ResNet-18 on 2 cores, `bench/serving.py`: FP32 Server
+    rate 0.32 → 0.40 of alone, INT8 SingleStream p90 1.31 → 1.26× and Offline 78 → 80% of alone)."""
+    if nice and not getattr(_niced, "done", False) and sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # a thread id: this thread only
+        _niced.done = True
     return protocol.softmax(run(inputs))
 
 
@@ -122,7 +136,7 @@ class Lightyard:
         self.labels = SERVED.class_names()
         run = SERVED.runner(SETTINGS.runtime, SETTINGS.threads)
         self.classify = adaptive_batcher(
-            partial(probabilities, run),
+            partial(probabilities, run, SETTINGS.runtime_nice),
             max_batch_size=SETTINGS.max_batch_size,
             max_latency_ms=SETTINGS.max_latency_ms,
             streams=SETTINGS.stream_count,
@@ -132,6 +146,8 @@ class Lightyard:
             f"serving {SERVED.tag} with {SETTINGS.runtime}: {SETTINGS.stream_count} runtime calls in flight "
             f"of {SETTINGS.threads} thread(s) each"
         )
+        if warning := int8_warning(SERVED.metadata["formats"][SETTINGS.runtime]):
+            log.warning(f"{SERVED.tag}: {warning}")
         settle_heap()
 
     async def inputs(self, request: Request, most: int) -> tuple[np.ndarray, list[str | None], int]:
@@ -192,6 +208,7 @@ async def info() -> dict:
             "max_latency_ms": SETTINGS.max_latency_ms,
             "streams": SETTINGS.stream_count,
             "threads": SETTINGS.threads,
+            "runtime_nice": SETTINGS.runtime_nice,
         },
         "limits": {
             "max_body_bytes": SETTINGS.max_body_bytes,

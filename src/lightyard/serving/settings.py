@@ -30,6 +30,7 @@ class ServingSettings:
     workers: int = 1  # server processes, each with the routes and a runtime; 0: one per core
     streams: int = 0  # runtime calls in flight per worker; 0: fill the cores (cores / workers / threads)
     threads: int = 1  # intra-op threads of each runtime call
+    runtime_nice: int = 10  # runtime threads run this much nicer than the event loop (Linux); 0: equal
     max_batch_size: int = 32
     max_latency_ms: int = 5000
     max_body_bytes: int = 8 * 1024 * 1024
@@ -51,7 +52,7 @@ class ServingSettings:
                     f"{item.name}: {value!r} is not {KINDS[expected]}: set it in conf/serve.yaml or "
                     f"LIGHTYARD_{item.name.upper()}"
                 )
-            least = 0 if item.name in ("workers", "streams") else 1  # 0: one per core
+            least = 0 if item.name in ("workers", "streams", "runtime_nice") else 1  # 0: one per core / off
             if item.type == "int" and value < least:
                 raise UserError(
                     f"{item.name}={value} must be at least {least} (LIGHTYARD_{item.name.upper()})"

@@ -1,0 +1,179 @@
+"""Hinton, Vinyals and Dean (2015), Section 3, reproduced on MNIST, and the same for a CNN pair.
+
+MLP pair (the paper's): teacher 784-1200-1200-10 with dropout and ±2-pixel jitter
+(experiment=mnist_mlp_teacher), student 784-800-800-10 from scratch without regularisation
+(experiment=mnist_mlp_student), the same student distilled at T = 20 (experiment=mnist_mlp_kd).
+CNN pair: the experiment=mnist teacher and a student of the same shape with 15× fewer parameters
+(experiment=mnist_cnn_student, experiment=mnist_cnn_kd).
+
+Each teacher is trained once and registered (in a temporary BENTOML_HOME unless --home), and every
+distilled student loads it from the registry by reference, as a user's run would. Students run for each
+seed. Printed: test errors out of 10,000 (mean ± std over seeds) beside the paper's, the distilled
+student's per-seed gain over the scratch student (mean ± std), and the fraction of the teacher–scratch gap
+it closes. Every run goes through `train(cfg)` with the experiment's own config plus the overrides shown.
+
+    ../shared/data/unpack-mnist data          # once (the bench does it when data/MNIST is missing)
+    python bench/mnist_distill.py [--pairs mlp cnn] [--seeds 3] [--home DIR] [--json PATH]
+                                  [--teacher-epochs N] [--student-epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from lightyard.config import compose_train
+from lightyard.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+UNPACK = ROOT.parent / "shared" / "data" / "unpack-mnist"
+TEST_IMAGES = 10_000
+QUIET = [
+    "logger=csv",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+    "callbacks.prediction_samples=null",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "export.enabled=false",
+    "data.download=false",
+    f"data.root={DATA}",
+]
+PAIRS = {
+    "mlp": {
+        "teacher": "mnist_mlp_teacher",
+        "scratch": "mnist_mlp_student",
+        "kd": "mnist_mlp_kd",
+        "paper": {"teacher": 67, "scratch": 146, "kd": 74},
+    },
+    "cnn": {"teacher": "mnist", "scratch": "mnist_cnn_student", "kd": "mnist_cnn_kd", "paper": None},
+}
+
+
+def ensure_mnist() -> None:
+    if (DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+        return
+    if not UNPACK.is_file():
+        raise SystemExit(
+            f"MNIST is not in {DATA}/MNIST/raw and {UNPACK} is absent: place the idx files there"
+        )
+    print(f"unpacking MNIST into {DATA} with {UNPACK}", flush=True)
+    subprocess.run([str(UNPACK), str(DATA)], check=True)
+
+
+def errors(experiment: str, output_dir: Path, extra: list[str]) -> tuple[int, float]:
+    """Test errors of one run out of 10,000, and its seconds."""
+    started = time.perf_counter()
+    metrics = train(compose_train([f"experiment={experiment}", *QUIET, *extra], output_dir))
+    return round(TEST_IMAGES * (1.0 - metrics["test/acc"])), time.perf_counter() - started
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def study(
+    pair: str, seeds: list[int], work: Path, teacher_extra: list[str], student_extra: list[str]
+) -> dict:
+    names = PAIRS[pair]
+    teacher, seconds = errors(names["teacher"], work / f"{pair}-teacher", teacher_extra)
+    print(
+        f"{pair} teacher ({names['teacher']}): {teacher} test errors in {seconds:.0f} s, registered",
+        flush=True,
+    )
+    scratch, kd = [], []
+    for seed in seeds:
+        extra = [f"seed={seed}", "register.enabled=false", *student_extra]
+        scratch.append(errors(names["scratch"], work / f"{pair}-scratch{seed}", extra)[0])
+        kd_errors, seconds = errors(names["kd"], work / f"{pair}-kd{seed}", extra)
+        kd.append(kd_errors)
+        print(f"  seed {seed}: scratch {scratch[-1]}, distilled {kd[-1]} errors ({seconds:.0f} s)")
+    diffs = [s - k for s, k in zip(scratch, kd, strict=True)]  # errors saved by distillation
+    scratch_mean, scratch_std = mean_std(scratch)
+    kd_mean, kd_std = mean_std(kd)
+    gain, diff_std = mean_std(diffs)
+    gap = scratch_mean - teacher
+    return {
+        "teacher_errors": teacher,
+        "scratch_errors": scratch_mean,
+        "scratch_std": scratch_std,
+        "kd_errors": kd_mean,
+        "kd_std": kd_std,
+        "gain": gain,
+        "diff_std": diff_std,
+        "gap_closed": gain / gap if gap > 0 else float("nan"),
+        "seeds": seeds,
+        "per_seed": {"scratch": scratch, "kd": kd},
+        "experiments": names | {"teacher_overrides": teacher_extra, "student_overrides": student_extra},
+    }
+
+
+def report(pair: str, figures: dict) -> None:
+    paper = PAIRS[pair]["paper"]
+    print(f"\n{pair.upper()} pair, {len(figures['seeds'])} seeds (test errors of {TEST_IMAGES:,}):")
+    print(f"  {'':<22}{'lightyard':>18}{'paper':>8}")
+    for label, key in (
+        ("teacher", "teacher"),
+        ("student from scratch", "scratch"),
+        ("distilled student", "kd"),
+    ):
+        value = figures[f"{key}_errors"]
+        spread = f" ± {figures[f'{key}_std']:.1f}" if key != "teacher" else ""
+        print(f"  {label:<22}{f'{value:.1f}{spread}':>18}{paper[key] if paper else '–':>8}")
+    paper_closed = (paper["scratch"] - paper["kd"]) / (paper["scratch"] - paper["teacher"]) if paper else None
+    print(
+        f"  distillation saves {figures['gain']:.1f} ± {figures['diff_std']:.1f} errors per seed; "
+        f"{figures['gap_closed']:.0%} of the teacher–scratch gap closed"
+        + (f" (paper: {paper_closed:.0%})" if paper_closed else "")
+        + f"; gain above its std: {'yes' if figures['gain'] > figures['diff_std'] else 'no'}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=["mlp", "cnn"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--home", type=Path, help="BENTOML_HOME to register the teachers in (default: temporary)"
+    )
+    parser.add_argument("--teacher-epochs", type=int, help="override the teachers' trainer.max_epochs")
+    parser.add_argument("--student-epochs", type=int, help="override the students' trainer.max_epochs")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, even in a log file
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    ensure_mnist()
+    teacher_extra = [f"trainer.max_epochs={args.teacher_epochs}"] if args.teacher_epochs else []
+    student_extra = [f"trainer.max_epochs={args.student_epochs}"] if args.student_epochs else []
+    started = time.perf_counter()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["BENTOML_HOME"] = str(args.home or Path(tmp) / "bentoml")
+        os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+        for pair in args.pairs:
+            results[pair] = study(pair, list(range(args.seeds)), Path(tmp), teacher_extra, student_extra)
+    for pair, figures in results.items():
+        report(pair, figures)
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"figures written to {args.json}")
+    else:
+        print("runs were written to a temporary folder and removed (--json PATH keeps the figures)")
+
+
+if __name__ == "__main__":
+    main()
