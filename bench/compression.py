@@ -18,7 +18,6 @@ Ratios are FP32 ÷ compressed for speed and compressed ÷ FP32 for size.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from lightyard.cpu import VNNI, Int8Scheme, cpu_model, isa_family, scheme_candid
 from lightyard.data import DigitsDataModule
 from lightyard.export.formats import write_onnx
 from lightyard.export.runtimes import load_artifact
+from lightyard.io import write_json_atomic
 from lightyard.models.loading import net_from_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,8 +238,7 @@ def main() -> None:
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     figures["cpu_isa"] = isa_family()
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        write_json_atomic(args.json, figures)
         print(f"figures written to {args.json}")
     if args.out:
         print(f"runs, {report.name} and the plot are in {args.out}/")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from lightyard.config import compose_train
 from lightyard.data import DigitsDataModule
+from lightyard.io import write_json_atomic
 from lightyard.models import build_net
 from lightyard.training import train
 
@@ -162,8 +162,7 @@ def main() -> None:
                 "kd": {f"T={t:g},alpha={a:g}": v for (t, a), v in kd.items()},
             },
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        write_json_atomic(args.json, figures)
         print(f"figures written to {args.json}")
     else:
         print("runs were written to a temporary folder and removed (--json PATH keeps the figures)")

@@ -20,7 +20,6 @@ it closes. Every run goes through `train(cfg)` with the experiment's own config 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -32,6 +31,9 @@ import warnings
 from pathlib import Path
 
 from lightyard.config import compose_train
+from lightyard.errors import UserError
+from lightyard.io import write_json_atomic
+from lightyard.registry import ModelStore, RegisteredModel, load
 from lightyard.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,19 +80,45 @@ def errors(experiment: str, output_dir: Path, extra: list[str]) -> tuple[int, fl
     return round(TEST_IMAGES * (1.0 - metrics["test/acc"])), time.perf_counter() - started
 
 
+def quiet_training() -> None:
+    """Many runs in one process: only their results, not Lightning's banners and deprecation notes."""
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def find(reference: str, store: ModelStore) -> RegisteredModel | None:
+    try:
+        return load(reference, store=store)
+    except UserError:
+        return None
+
+
 def study(
-    pair: str, seeds: list[int], work: Path, teacher_extra: list[str], student_extra: list[str]
+    pair: str,
+    seeds: list[int],
+    work: Path,
+    teacher_extra: list[str],
+    student_extra: list[str],
+    reuse: bool = False,
 ) -> dict:
     names = PAIRS[pair]
-    teacher, seconds = errors(names["teacher"], work / f"{pair}-teacher", teacher_extra)
-    print(
-        f"{pair} teacher ({names['teacher']}): {teacher} test errors in {seconds:.0f} s, registered",
-        flush=True,
-    )
+    reference = compose_train([f"experiment={names['kd']}"], work / "compose").distill.teacher
+    store = ModelStore()
+    if reuse and (registered := find(reference, store)):
+        teacher = round(TEST_IMAGES * (1.0 - registered.metadata["metrics"]["test/acc"]))
+        print(f"{pair} teacher: {registered.tag} from the registry, {teacher} test errors")
+    else:
+        register = ["export.enabled=true", "export.formats=[onnx]"]  # versions are registered from exports
+        teacher, seconds = errors(names["teacher"], work / f"{pair}-teacher", [*register, *teacher_extra])
+        registered = load(reference, store=store)  # the students load it from here
+        print(
+            f"{pair} teacher ({names['teacher']}): {teacher} test errors in {seconds:.0f} s, {registered.tag}"
+        )
     scratch, kd = [], []
     for seed in seeds:
         extra = [f"seed={seed}", "register.enabled=false", *student_extra]
@@ -104,6 +132,7 @@ def study(
     gain, diff_std = mean_std(diffs)
     gap = scratch_mean - teacher
     return {
+        "teacher": registered.tag,
         "teacher_errors": teacher,
         "scratch_errors": scratch_mean,
         "scratch_std": scratch_std,
@@ -111,7 +140,7 @@ def study(
         "kd_std": kd_std,
         "gain": gain,
         "diff_std": diff_std,
-        "gap_closed": gain / gap if gap > 0 else float("nan"),
+        "gap_closed": gain / gap if gap > 0 else None,  # None: the teacher did not beat the student
         "seeds": seeds,
         "per_seed": {"scratch": scratch, "kd": kd},
         "experiments": names | {"teacher_overrides": teacher_extra, "student_overrides": student_extra},
@@ -131,9 +160,12 @@ def report(pair: str, figures: dict) -> None:
         spread = f" ± {figures[f'{key}_std']:.1f}" if key != "teacher" else ""
         print(f"  {label:<22}{f'{value:.1f}{spread}':>18}{paper[key] if paper else '–':>8}")
     paper_closed = (paper["scratch"] - paper["kd"]) / (paper["scratch"] - paper["teacher"]) if paper else None
+    closed = (
+        "no gap to close" if figures["gap_closed"] is None else f"{figures['gap_closed']:.0%} of it closed"
+    )
     print(
         f"  distillation saves {figures['gain']:.1f} ± {figures['diff_std']:.1f} errors per seed; "
-        f"{figures['gap_closed']:.0%} of the teacher–scratch gap closed"
+        f"teacher–scratch gap {figures['scratch_errors'] - figures['teacher_errors']:.1f}: {closed}"
         + (f" (paper: {paper_closed:.0%})" if paper_closed else "")
         + f"; gain above its std: {'yes' if figures['gain'] > figures['diff_std'] else 'no'}"
     )
@@ -148,12 +180,13 @@ def main() -> None:
     )
     parser.add_argument("--teacher-epochs", type=int, help="override the teachers' trainer.max_epochs")
     parser.add_argument("--student-epochs", type=int, help="override the students' trainer.max_epochs")
+    parser.add_argument(
+        "--reuse-teachers", action="store_true", help="take teachers already registered in --home as they are"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, even in a log file
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    quiet_training()
     ensure_mnist()
     teacher_extra = [f"trainer.max_epochs={args.teacher_epochs}"] if args.teacher_epochs else []
     student_extra = [f"trainer.max_epochs={args.student_epochs}"] if args.student_epochs else []
@@ -163,13 +196,13 @@ def main() -> None:
         os.environ["BENTOML_HOME"] = str(args.home or Path(tmp) / "bentoml")
         os.environ["BENTOML_DO_NOT_TRACK"] = "true"
         for pair in args.pairs:
-            results[pair] = study(pair, list(range(args.seeds)), Path(tmp), teacher_extra, student_extra)
+            seeds = list(range(args.seeds))
+            results[pair] = study(pair, seeds, Path(tmp), teacher_extra, student_extra, args.reuse_teachers)
     for pair, figures in results.items():
         report(pair, figures)
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_json_atomic(args.json, results)
         print(f"figures written to {args.json}")
     else:
         print("runs were written to a temporary folder and removed (--json PATH keeps the figures)")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import multiprocessing
 import os
 import signal
@@ -47,6 +46,7 @@ from PIL import Image
 
 from lightyard.bentoml_adapter import available_cpus
 from lightyard.cpu import cpu_model, host_flags
+from lightyard.io import write_json_atomic
 from lightyard.registry import ModelStore, load
 from lightyard.serving.settings import ServingSettings
 
@@ -453,8 +453,7 @@ def main() -> None:
     wrk.close()
     report(results)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_json_atomic(args.json, results)
         print(f"figures written to {args.json}")
     print(f"server logs in {work}")
 

@@ -91,7 +91,7 @@ def test_staged_cnn_stays_under_10_mmac_on_mnist() -> None:
 
 @pytest.mark.parametrize(
     ("pool", "hidden", "first_layer_inputs"),
-    [(8, [256, 128], 64), (None, [1200, 1200], 784), (None, [], 784)],
+    [(8, [256, 128], 64), (0, [1200, 1200], 784), (0, [], 784)],
 )
 def test_mlp_input_is_pooled_or_every_pixel(pool, hidden, first_layer_inputs) -> None:
     spec = PreprocessSpec(
@@ -104,3 +104,23 @@ def test_mlp_input_is_pooled_or_every_pixel(pool, hidden, first_layer_inputs) ->
     assert [layer.out_features for layer in linears] == [*hidden, 10]
     assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     assert any(isinstance(layer, torch.nn.Dropout) and layer.p == 0.2 for layer in net.modules())
+
+
+def test_full_image_mlp_rebuilds_from_a_stored_config() -> None:
+    """The registry stores no nulls: what the MLP config says must survive without them."""
+    from lightyard.models.loading import rebuild_net
+
+    spec = PreprocessSpec(
+        height=28, width=28, channels=1, mean=(0.5,), std=(0.5,), class_names=tuple("0123456789")
+    )
+    config = {
+        "_target_": "lightyard.models.mlp",
+        "hidden": [32],
+        "pool": 0,
+        "input_dropout": 0.2,
+        "weights": None,
+    }
+    trained = build_net(config, spec)
+    stored = {key: value for key, value in config.items() if value is not None}
+    rebuilt = rebuild_net(stored, spec, trained.state_dict(), "a registered version")
+    assert torch.equal(rebuilt.eval()(torch.ones(1, 1, 28, 28)), trained.eval()(torch.ones(1, 1, 28, 28)))

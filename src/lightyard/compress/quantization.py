@@ -128,7 +128,7 @@ def quantize_torch(
 ) -> dict:
     """torch-native INT8 for TorchScript users, saved as a traced `.ts`.
 
-    Static: FX graph mode with the x86 qconfig (prepare fuses conv-bn-relu and inserts observers, the
+    Static: FX graph mode with the host engine's qconfig (`torch_engine`; prepare fuses conv-bn-relu, the
     calibration batches set activation ranges, convert swaps in quantized kernels). Dynamic: Linear/LSTM/GRU
     weights to int8, activations quantized per call.
     """

@@ -126,7 +126,8 @@ class MLP(nn.Module):
     (`lightyard quantize --mode dynamic`) is meant for.
 
     By default the image is first pooled to a GRID_MLP × GRID_MLP grid (64 inputs whatever the image
-    size); `pool=None` feeds every pixel (784 inputs on MNIST, as in the classic MNIST MLPs).
+    size); `pool=0` feeds every pixel (784 inputs on MNIST, as in the classic MNIST MLPs). Zero, not
+    None: the registry stores no nulls, and a missing `pool` must rebuild older versions as they were.
     `input_dropout` drops input pixels, as Hinton et al.'s dropout networks do (0.2 there).
     """
 
@@ -136,7 +137,7 @@ class MLP(nn.Module):
         in_channels: int = 1,
         hidden: Sequence[int] = (256, 128),
         dropout: float = 0.1,
-        pool: int | None = GRID_MLP,
+        pool: int = GRID_MLP,
         input_dropout: float = 0.0,
         image_size: tuple[int, int] = (GRID_MLP, GRID_MLP),
     ) -> None:
@@ -160,7 +161,7 @@ def mlp(
     in_channels: int,
     hidden: Sequence[int] = (256, 128),
     dropout: float = 0.1,
-    pool: int | None = GRID_MLP,
+    pool: int = GRID_MLP,
     input_dropout: float = 0.0,
     image_size: tuple[int, int] = (GRID_MLP, GRID_MLP),
     weights: str | None = None,
