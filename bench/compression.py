@@ -57,6 +57,7 @@ TARGETS = {
     "digits.int8_acc_drop": ("≤", 0.5),
     "digits.int8_size_ratio": ("≤", 0.3),
     **SPEEDUP_TARGETS[isa_family() in VNNI],
+    "resnet18.int8_vs_eager_b1": ("≥", 4.0),
     "resnet18.int8_size_ratio": ("≤", 0.27),
     "structured.mac_ratio": ("≥", 1.6),
     "structured.latency_ratio_b32": ("≥", 1.4),
