@@ -65,6 +65,8 @@ def test_unknown_family_and_type() -> None:
         scheme_candidates("sse")
     with pytest.raises(UserError, match=r"quantize\.activation_type=fp8 is not a type"):
         Int8Scheme(activation_type="fp8")
+    with pytest.raises(UserError, match=r"quantize\.reduce_range=maybe is not true or false"):
+        scheme_candidates("avx2", reduce_range="maybe")
 
 
 def test_scheme_round_trips_through_the_registry_entry() -> None:
@@ -97,9 +99,10 @@ def test_torch_int8_never_warns() -> None:
 
 
 def test_this_host() -> None:
-    assert isa_family() in FAMILIES
-    assert scheme_candidates()
+    flags = host_flags()
+    if sys.platform == "linux":
+        assert flags, "/proc/cpuinfo lists the CPU's flags"
+    if "avx2" in flags:
+        assert isa_family() != "generic"
     if isa_family() in VNNI:  # then the one scheme suits it
         assert int8_warning({"scheme": scheme_candidates()[0].to_dict(), "isa": isa_family()}) is None
-    if sys.platform == "linux":
-        assert host_flags(), "/proc/cpuinfo lists the CPU's flags"

@@ -52,6 +52,13 @@ class Int8Scheme:
                 raise UserError(
                     f"quantize.{field_name}={getattr(self, field_name)} is not a type: use uint8 or int8"
                 )
+        for field_name in ("per_channel", "reduce_range"):
+            if not isinstance(getattr(self, field_name), bool):
+                raise UserError(
+                    f"quantize.{field_name}={getattr(self, field_name)} is not true or false: "
+                    "set true, false "
+                    "or null (chosen for this CPU)"
+                )
 
     @property
     def name(self) -> str:
