@@ -3,7 +3,7 @@
 A Flask app, one image per request, eager PyTorch, no batching: `POST /predict` (multipart `image`) →
 the top-5 classes, `GET /health`. Same registered weights as the BentoML service.
 
-    python bench/baseline_server.py MODEL_REF --port 5000
+    python bench/baseline_server.py MODEL_REF --port 5000 [--device cuda]
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from torchvision import transforms
 from lightyard.registry import load
 
 
-def create_app(ref: str) -> Flask:
+def create_app(ref: str, device: str = "cpu") -> Flask:
     model = load(ref)
-    net = model.net().eval()
+    net = model.net().eval().to(device)
     spec = model.spec
     labels = model.class_names()
     transform = transforms.Compose(
@@ -40,7 +40,7 @@ def create_app(ref: str) -> Flask:
     def predict():
         image = Image.open(io.BytesIO(request.files["image"].read()))
         with torch.no_grad():
-            probabilities = torch.softmax(net(transform(image)[None]), dim=1)[0]
+            probabilities = torch.softmax(net(transform(image)[None].to(device)), dim=1)[0].cpu()
         top = torch.topk(probabilities, 5)
         predictions = [
             {"class": int(i), "label": labels[i], "probability": float(p)}
@@ -59,5 +59,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
-    create_app(args.model).run(host="127.0.0.1", port=args.port, threaded=True)
+    create_app(args.model, args.device).run(host="127.0.0.1", port=args.port, threaded=True)

@@ -17,7 +17,8 @@ move with them, ratios much less.
 
 By default the model is ResNet-18 with random weights (224×224, FP32 and static INT8 ONNX) registered in
 a temporary BENTOML_HOME; `--model REF` runs the same on a registered model of your store (the digits CNN:
-`--model digits-cnn:latest`). Server settings come from conf/serve.yaml and LIGHTYARD_* as usual.
+`--model digits-cnn:latest`). Server settings come from conf/serve.yaml and LIGHTYARD_* as usual;
+LIGHTYARD_DEVICE=cuda runs every runtime, the alone figures and the baseline on the GPU.
 
     python bench/serving.py [--model REF] [--runtime onnx onnx-int8] [--clients 64] [--seconds 10]
                             [--no-baseline] [--json PATH]
@@ -106,8 +107,10 @@ def request_images(height: int, width: int, channels: int, count: int = 16) -> l
     return images
 
 
-def _alone_worker(tag, home, runtime, threads, streams, images, batch, seconds, start, counts) -> None:
-    run = load(tag, store=ModelStore(home)).runner(runtime, threads)
+def _alone_worker(
+    tag, home, runtime, device, threads, streams, images, batch, seconds, start, counts
+) -> None:
+    run = load(tag, store=ModelStore(home)).runner(runtime, threads, device)
     inputs = np.resize(images, (batch, *images.shape[1:]))
     run(inputs)
     start.wait()
@@ -136,8 +139,8 @@ def runtime_alone(
     best = {"ips": 0.0, "batch": 0}
     for batch in sorted({1, min(8, settings.max_batch_size), settings.max_batch_size}):
         start, counts = context.Barrier(settings.worker_count + 1), context.Value("l", 0)
-        args = (tag, home, runtime, settings.threads, settings.stream_count, images, batch, seconds, start,
-                counts)  # fmt: skip
+        args = (tag, home, runtime, settings.device, settings.threads, settings.stream_count, images, batch,
+                seconds, start, counts)  # fmt: skip
         workers = [context.Process(target=_alone_worker, args=args) for _ in range(settings.worker_count)]
         for worker in workers:
             worker.start()
@@ -148,7 +151,7 @@ def runtime_alone(
         ips = counts.value / (time.perf_counter() - began)
         if ips > best["ips"]:
             best = {"ips": ips, "batch": batch}
-    run = load(tag, store=ModelStore(home)).runner(runtime, settings.threads)
+    run = load(tag, store=ModelStore(home)).runner(runtime, settings.threads, settings.device)
     return {**best, "b1_ms": median_ms(lambda: run(images[:1]), 60)}
 
 
@@ -163,14 +166,14 @@ def median_ms(call, repeats: int, warmup: int = 5) -> float:
     return 1000.0 * statistics.median(times)
 
 
-def eager_alone(tag: str, home: Path, images: np.ndarray) -> dict:
-    """Eager PyTorch, one image at a time, torch's own threads: the baseline's model call."""
+def eager_alone(tag: str, home: Path, images: np.ndarray, device: str) -> dict:
+    """Eager PyTorch, one image at a time, torch's own threads: the baseline's model call, its answer
+    back on the CPU (which also waits for a GPU to finish)."""
     import torch
 
-    net = load(tag, store=ModelStore(home)).net().eval()
-    one = torch.from_numpy(images[:1])
+    net = load(tag, store=ModelStore(home)).net().eval().to(device)
     with torch.inference_mode():
-        b1 = median_ms(lambda: net(one), 40)
+        b1 = median_ms(lambda: net(torch.from_numpy(images[:1]).to(device)).cpu(), 40)
     return {"ips": 1000.0 / b1, "batch": 1, "b1_ms": b1}
 
 
@@ -379,8 +382,9 @@ def main() -> None:
     )
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "LIGHTYARD_MODEL": tag}
     print(
-        f"model {tag}; layout {settings.worker_count} worker(s) × {settings.stream_count} runtime calls × "
-        f"{settings.threads} thread(s); decoding one request's image: {decode_ms:.2f} ms",
+        f"model {tag} on {settings.device}; layout {settings.worker_count} worker(s) × "
+        f"{settings.stream_count} runtime calls × {settings.threads} thread(s); "
+        f"decoding one request's image: {decode_ms:.2f} ms",
         flush=True,
     )
 
@@ -434,14 +438,15 @@ def main() -> None:
         )
 
     if not args.no_baseline:
-        alone = eager_alone(tag, home, inputs)
+        alone = eager_alone(tag, home, inputs, settings.device)
         print(
             f"eager PyTorch alone: {alone['ips']:.1f} images/s, batch 1 in {alone['b1_ms']:.2f} ms",
             flush=True,
         )
         port = free_port()
         baseline = Server(
-            [sys.executable, str(ROOT / "bench" / "baseline_server.py"), tag, "--port", str(port)], env, ROOT,
+            [sys.executable, str(ROOT / "bench" / "baseline_server.py"), tag, "--port", str(port),
+             "--device", settings.device], env, ROOT,
             work / "baseline.log", f"http://127.0.0.1:{port}", "/health",
         )  # fmt: skip
         try:

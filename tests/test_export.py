@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from PIL import Image
@@ -20,7 +21,7 @@ from lightyard.data import DigitsDataModule
 from lightyard.errors import UserError
 from lightyard.export import FORMATS, check_parity, export_model
 from lightyard.export.manifest import ExportReport
-from lightyard.export.runtimes import load_onnx
+from lightyard.export.runtimes import load_artifact, load_onnx
 from lightyard.models import ClassifierModule, build_net, small_cnn
 from tests.tensorboard_reader import read_events
 
@@ -211,3 +212,25 @@ def test_an_image_file_gets_the_class_the_lightning_module_gives(trained, tmp_pa
             module_class = int(module(tensor[None]).argmax(1))
         onnx_class = int(session(file_input[None]).argmax(1)[0])
         assert onnx_class == module_class, position
+
+
+@pytest.mark.parametrize(
+    ("fmt", "file"), [("onnx", "model.onnx"), ("torchscript", "model.ts"), ("pt2", "model.pt2")]
+)
+def test_cuda_runs_like_the_cpu_or_is_refused_in_one_line(trained, fmt: str, file: str) -> None:
+    """On a GPU machine every runtime gives the CPU's answers on CUDA; elsewhere `device=cuda` is refused
+    with the fix, never served on the CPU unnoticed."""
+    path = trained[0] / "export" / file
+    on_gpu = (
+        "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        if fmt == "onnx"
+        else torch.cuda.is_available()
+    )
+    if not on_gpu:
+        with pytest.raises(UserError, match="device=cuda") as refused:
+            load_artifact(fmt, path, device="cuda")
+        assert "device=cpu" in str(refused.value) and "\n" not in str(refused.value)
+        return
+    inputs = np.random.default_rng(0).standard_normal((8, 1, 8, 8), dtype=np.float32)
+    expected = load_artifact(fmt, path)(inputs)
+    np.testing.assert_allclose(load_artifact(fmt, path, device="cuda")(inputs), expected, atol=1e-3)

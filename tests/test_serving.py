@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnxruntime
 import psutil
 import pytest
 import torch
@@ -341,6 +342,16 @@ def test_a_killed_worker_is_replaced_at_once(trained, tmp_path: Path) -> None:
         ({"LIGHTYARD_MODEL": "nope:latest"}, ("cannot serve nope:latest", "lightyard models list")),
         ({"LIGHTYARD_MODEL": "digits-cnn@production"}, ("no version of digits-cnn is in production",)),
         ({"LIGHTYARD_RUNTIME": "onnx-int8"}, ("has no onnx-int8 artifact", "lightyard quantize")),
+        *(  # where onnxruntime has no CUDA provider (any CPU machine): refused, not served on the CPU
+            [
+                (
+                    {"LIGHTYARD_DEVICE": "cuda"},
+                    ("device=cuda needs ONNX Runtime's CUDA provider", "onnxruntime-gpu"),
+                )
+            ]
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
+            else []
+        ),
     ],
 )
 def test_a_bad_model_setting_stops_the_server(trained, tmp_path: Path, env: dict, fragments) -> None:

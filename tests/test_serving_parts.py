@@ -104,6 +104,7 @@ def test_settings_from_yaml_and_environment(tmp_path: Path) -> None:
     assert settings.stream_count >= 1 and settings.worker_count == 1
     for environ, fragment in (
         ({"LIGHTYARD_RUNTIME": "tflite"}, "runtime 'tflite' is unknown"),
+        ({"LIGHTYARD_DEVICE": "gpu"}, "device 'gpu' is unknown: set LIGHTYARD_DEVICE to cpu or cuda"),
         ({"LIGHTYARD_THREADS": "two"}, "LIGHTYARD_THREADS=two is not a whole number"),
         ({"LIGHTYARD_THREADS": "0"}, "threads=0 must be at least 1"),
         ({"LIGHTYARD_STREAMS": "-1"}, "streams=-1 must be at least 0"),
@@ -173,3 +174,5 @@ def test_a_bento_installs_the_serving_packages_alone() -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     declared_names = {entry.split(">")[0].split("=")[0].split("<")[0].strip().lower() for entry in declared}
     assert names <= declared_names
+    on_gpu = {line.split("==")[0] for line in requirements("onnx", "cuda")}
+    assert on_gpu == names - {"onnxruntime"} | {"onnxruntime-gpu"}

@@ -126,11 +126,12 @@ class RegisteredModel:
             raise UserError(f"{self.tag} has no {fmt} artifact (registered: {', '.join(formats) or 'none'})")
         return self.path / formats[fmt]["file"]
 
-    def runner(self, fmt: str, threads: int | None = None) -> Runner:
-        """A batch of inputs → logits in the format's runtime (`onnx`, `onnx-int8`, `torchscript`, …).
+    def runner(self, fmt: str, threads: int | None = None, device: str = "cpu") -> Runner:
+        """A batch of inputs → logits in the format's runtime (`onnx`, `onnx-int8`, `torchscript`, …) on
+        `device` (`cpu`, `cuda`).
 
         Loading TorchScript unpickles: do it only from a version `load()` verified (checksums)."""
-        return load_artifact(fmt, self.file(fmt), threads)
+        return load_artifact(fmt, self.file(fmt), threads, device)
 
     def onnx_session(self, threads: int | None = None) -> InferenceSession:
         """An ONNX Runtime session; `threads` caps intra-op threads (workers × threads ≈ cores)."""

@@ -1,9 +1,9 @@
 """What a Bento of the service installs: the serving packages alone, at the versions serving here.
 
 The ONNX runtimes need ONNX Runtime, NumPy and Pillow behind BentoML and FastAPI (uvloop and httptools
-are uvicorn's fast event loop and HTTP parser); only the TorchScript runtimes add torch. Versions are
-pinned to what is installed where `bentoml build` runs, so a Bento serves with what was tested, without
-asking the network to lock them.
+are uvicorn's fast event loop and HTTP parser); only the TorchScript runtimes add torch. On `cuda`,
+ONNX Runtime is its GPU package, `onnxruntime-gpu`. Versions are pinned to what is installed where
+`bentoml build` runs, so a Bento serves with what was tested, without asking the network to lock them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ SERVING_PACKAGES = ("fastapi", "onnxruntime", "numpy", "pillow", "pyyaml", "uvlo
 TORCH_PACKAGES = ("torch",)
 
 
-def requirements(runtime: str) -> list[str]:
-    """`name==version` of every package a Bento serving `runtime` needs."""
+def requirements(runtime: str, device: str = "cpu") -> list[str]:
+    """`name==version` of every package a Bento serving `runtime` on `device` needs."""
     names = SERVING_PACKAGES + (TORCH_PACKAGES if runtime.startswith("torchscript") else ())
-    return [f"{name}=={metadata.version(name)}" for name in names]
+    pins = [f"{name}=={metadata.version(name)}" for name in names]
+    if device == "cuda":  # the GPU package of the same release, also when building on a machine without it
+        pins = [pin.replace("onnxruntime==", "onnxruntime-gpu==") for pin in pins]
+    return pins

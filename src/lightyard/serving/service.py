@@ -30,7 +30,7 @@ from lightyard import __version__
 from lightyard.bentoml_adapter import adaptive_batcher, served_model_store
 from lightyard.cpu import int8_warning
 from lightyard.errors import UserError
-from lightyard.export.runtimes import Runner
+from lightyard.export.runtimes import Runner, check_onnx_device
 from lightyard.registry import ModelStore, RegisteredModel, load
 from lightyard.serving import protocol
 from lightyard.serving.balance import RecycleConnections
@@ -55,6 +55,8 @@ def load_served(settings: ServingSettings) -> RegisteredModel:
             f"{model.tag} has no {settings.runtime} artifact (registered: {', '.join(formats) or 'none'}): "
             f"{hint}, or set LIGHTYARD_RUNTIME"
         )
+    if settings.runtime.startswith("onnx"):
+        check_onnx_device(settings.device)
     return model
 
 
@@ -116,7 +118,7 @@ if SETTINGS.worker_count > 1:
     workers=SETTINGS.worker_count,
     traffic={"timeout": 120},
     image=bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
-        *requirements(SETTINGS.runtime)
+        *requirements(SETTINGS.runtime, SETTINGS.device)
     ),
     # Per-request work BentoML does unless told otherwise: on the digits model the access log cost 16% of
     # the throughput and request tracing 36%. On by setting, for deployments that read them.
@@ -134,7 +136,7 @@ class Lightyard:
         self.registered = SERVED
         self.spec = SERVED.spec
         self.labels = SERVED.class_names()
-        run = SERVED.runner(SETTINGS.runtime, SETTINGS.threads)
+        run = SERVED.runner(SETTINGS.runtime, SETTINGS.threads, SETTINGS.device)
         self.classify = adaptive_batcher(
             partial(probabilities, run, SETTINGS.runtime_nice),
             max_batch_size=SETTINGS.max_batch_size,
@@ -143,7 +145,8 @@ class Lightyard:
             name="lightyard",
         )
         log.info(
-            f"serving {SERVED.tag} with {SETTINGS.runtime}: {SETTINGS.stream_count} runtime calls in flight "
+            f"serving {SERVED.tag} with {SETTINGS.runtime} on {SETTINGS.device}: {SETTINGS.stream_count} "
+            "runtime calls in flight "
             f"of {SETTINGS.threads} thread(s) each"
         )
         if warning := int8_warning(SERVED.metadata["formats"][SETTINGS.runtime]):
@@ -199,6 +202,7 @@ async def info() -> dict:
         "model": model.tag,
         "stage": model.stage,
         "runtime": SETTINGS.runtime,
+        "device": SETTINGS.device,
         "metrics": model.metadata.get("metrics", {}),
         "preprocess": model.spec.to_dict(),
         "formats": sorted(model.metadata.get("formats", {})),

@@ -14,6 +14,7 @@ import yaml
 
 from lightyard.bentoml_adapter import available_cpus
 from lightyard.errors import UserError
+from lightyard.export.runtimes import DEVICES
 from lightyard.registry.store import ModelStore, Version
 
 CONFIG = Path(__file__).resolve().parents[3] / "conf" / "serve.yaml"
@@ -27,6 +28,7 @@ BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "n
 class ServingSettings:
     model: str | None = None  # a registry reference; None: the production version, else the newest
     runtime: str = "onnx"
+    device: str = "cpu"  # cuda: ONNX Runtime's CUDA provider (onnxruntime-gpu) or torch on the GPU
     workers: int = 1  # server processes, each with the routes and a runtime; 0: one per core
     streams: int = 0  # runtime calls in flight per worker; 0: fill the cores (cores / workers / threads)
     threads: int = 1  # intra-op threads of each runtime call
@@ -43,6 +45,10 @@ class ServingSettings:
         if self.runtime not in RUNTIMES:
             raise UserError(
                 f"runtime '{self.runtime}' is unknown: set LIGHTYARD_RUNTIME to {', '.join(RUNTIMES)}"
+            )
+        if self.device not in DEVICES:
+            raise UserError(
+                f"device '{self.device}' is unknown: set LIGHTYARD_DEVICE to {' or '.join(DEVICES)}"
             )
         for item in fields(self):
             value = getattr(self, item.name)
