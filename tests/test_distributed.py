@@ -1,8 +1,13 @@
-"""A real 2-process DDP run on CPU (gloo), launched by Lightning from `python train.py trainer.devices=2`."""
+"""Real 2-process DDP runs on CPU (gloo): launched by Lightning from `python train.py trainer.devices=2`, and
+as two "nodes" on this machine, by torchrun or by Lightning's own environment variables."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +15,7 @@ import pytest
 from lightyard.models.checkpoints import read_checkpoint
 from lightyard.registry import ModelStore
 from lightyard.training import train
-from tests.conftest import QUIET, assert_ok, compose_train, run_train
+from tests.conftest import QUIET, ROOT, assert_ok, assert_user_error, compose_train, run_train
 from tests.tensorboard_reader import read_events
 
 STEPS_PER_EPOCH = 20  # 1,257 images / global batch 64: each of 2 ranks takes 32 per step
@@ -62,3 +67,71 @@ def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
         compose_train(["train=false", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", *QUIET], tmp_path)
     )
     assert metrics["test/acc"] == pytest.approx(single["test/acc"], abs=1e-6)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def node_command(launcher: str, rank: int, port: int) -> tuple[list[str], dict[str, str]]:
+    """How node `rank` of 2 is started: torchrun's flags, or Lightning's MASTER_ADDR/PORT and NODE_RANK."""
+    train_py = str(ROOT / "train.py")
+    if launcher == "torchrun":
+        torchrun = str(Path(sys.executable).parent / "torchrun")
+        flags = ["--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}", "--master-addr=127.0.0.1"]
+        return [torchrun, *flags, f"--master-port={port}", train_py], {}
+    return [sys.executable, train_py], {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "NODE_RANK": str(rank),
+    }
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "lightning-env"])
+def test_two_nodes_make_one_run(launcher: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["trainer.num_nodes=2", "trainer.devices=1", "trainer.accelerator=cpu", "trainer.max_epochs=2",
+            f"hydra.run.dir={run}", *QUIET]  # fmt: skip
+    port = free_port()
+    nodes = []
+    for rank in (0, 1):
+        command, env = node_command(launcher, rank, port)
+        nodes.append(
+            subprocess.Popen(
+                [*command, *args],
+                cwd=tmp_path,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bentoml", "run"]  # no second run dir
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS_PER_EPOCH
+    event_files = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert event_files and len({f.name.split(".")[-2] for f in event_files}) == 1  # one writer: rank zero
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert read_events(run / "tensorboard").Scalars("test/acc")[-1].value == metrics["test/acc"]
+    assert all(
+        entry["passed"]
+        for entry in json.loads((run / "export" / "export.json").read_text())["formats"].values()
+    )
+    assert len(ModelStore().versions("digits-cnn")) == 1
+    assert sum(output.count("[lightyard][INFO] - results in") for output in outputs) == 1
+
+
+def test_nodes_without_a_shared_run_dir_stop_at_once(tmp_path: Path) -> None:
+    """Each node would stamp its own run dir: every node stops before waiting for the others."""
+    result = run_train(
+        ["trainer.num_nodes=2", "trainer.devices=1", "trainer.accelerator=cpu"], cwd=tmp_path, timeout=60
+    )
+    assert_user_error(result, "trainer.num_nodes=2", "hydra.run.dir=DIR")
+    assert result.returncode == 2
