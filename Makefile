@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test lint format bench clean
+.PHONY: install train test test-cluster lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ train: $(STAMP)  ## train the default model (digits, small CNN); extra Hydra ove
 
 test: $(STAMP)  ## the whole suite, about 8 minutes on 2 cores
 	$(BIN)/python -m pytest $(ARGS)
+
+test-cluster: $(STAMP)  ## SLURM jobs on a two-node cluster on this machine (root; installs Slurm if missing)
+	$(BIN)/python -m pytest -m slurm $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -13,12 +13,21 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from lightyard.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def gpus_per_node(accelerator: str, devices: Any) -> int:
+    """SLURM's GPUs per node for a trainer (`conf/hydra/launcher/submitit_slurm.yaml`): one per device,
+    none when the trainer runs on CPUs, whose nodes may have no GPU to give."""
+    return 0 if str(accelerator) == "cpu" else int(devices)
+
+
+OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node, replace=True)
 
 
 def compose_train(overrides: Sequence[str], output_dir: Path, keep_hydra: bool = False) -> DictConfig:

@@ -59,6 +59,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     registering = _registering(cfg, exporter)
     trainer = build_trainer(cfg.trainer, callbacks, instantiate_all(cfg.get("logger")))
     _say(f"run dir: {output_dir}" + (f", resuming from {ckpt_path}" if ckpt_path else ""))
+    if trainer.world_size > 1:  # which launcher's environment Lightning found (SLURM, torchrun, its own)
+        environment = type(getattr(trainer.strategy, "cluster_environment", None)).__name__
+        _say(
+            f"distributed: {environment}, world size {trainer.world_size} = {trainer.num_nodes} node(s) × "
+            f"{trainer.num_devices} device(s)"
+        )
 
     training = cfg.get("train", True)
     if training:

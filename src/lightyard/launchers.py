@@ -1,0 +1,59 @@
+"""What Hydra's submitit launchers (`hydra/launcher=submitit_slurm`, `submitit_local`) report of a failed
+job, in one line; the launchers themselves are in `hydra_plugins.lightyard_launchers`, where Hydra finds
+plugins.
+
+A job that fails on the cluster reaches the submitting shell through submitit as a multi-line error
+with the job's traceback or stderr inside; a job whose task function raised comes back as a failed
+`JobReturn` that Hydra turns into a traceback. Here each becomes `error: SLURM job 12_0 failed: <the
+job's own one-line error or last exception line>; its log: <path>`, exit 2. Waiting stays bounded:
+submitit reads the job's state from `sacct` at most every half of the job's age (10 minutes at most),
+so a job that dies early is noticed early.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.utils import JobReturn, JobStatus
+
+from lightyard.errors import UserError, first_line
+
+_JOB = re.compile(r"Job (?P<id>[\w-]+) \(task: ?(?P<task>\d+)\)")
+_LOG = re.compile(r"(?P<path>\S*/(?P<id>[\w-]+?)_(?P<task>\d+)_log\.err)")
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+def job_failure(message: str, folder: str) -> str:
+    """The one line a user needs from submitit's report of a failed job: which job, why, where its log
+    is; or, when nothing ran, why the submission was refused."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    log, job = _LOG.search(message), _JOB.search(message)
+    if not (log or job):  # sbatch refused the jobs: its own message is the reason
+        return f"the jobs could not be submitted: {lines[-1] if lines else 'no reason given'}"
+    ours = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    raised = [line for line in lines if _EXCEPTION.match(line)]
+    state = re.search(r"state: (\w+)", message)
+    reason = (ours or raised or [f"it ended {state[1] if state else 'without a result'}"])[-1]
+    found = log or job
+    where = (
+        log["path"]
+        if log
+        else str(Path(folder.replace("%j", job["id"])) / f"{job['id']}_{job['task']}_log.err")
+    )
+    return f"job {found['id']} failed: {reason}; its log: {where}"
+
+
+def checked_launch(launch, folder: str, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+    """`launch(job_overrides, initial_job_idx)` of a submitit launcher, its failed jobs as `UserError`s."""
+    import submitit
+
+    try:
+        returns: Sequence[JobReturn] = launch(job_overrides, initial_job_idx)
+    except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedSubmissionError) as err:
+        raise UserError(job_failure(str(err), folder)) from None
+    for number, job in enumerate(returns, start=initial_job_idx):
+        if job.status == JobStatus.FAILED:
+            raise UserError(f"job #{number} failed: {first_line(job._return_value)}; its log: {folder}")
+    return returns

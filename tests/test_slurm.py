@@ -1,0 +1,111 @@
+"""What users run on SLURM, run for real: jobs submitted through Hydra's submitit launcher to the two-node
+cluster of `tests/slurm_cluster.py` (`make test-cluster`; CI runs it after `make test`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lightyard.registry import ModelStore
+from tests import slurm_cluster
+from tests.conftest import QUIET, run_train
+
+pytestmark = pytest.mark.slurm
+FAST = ["trainer.accelerator=cpu", "trainer.max_epochs=2", *QUIET]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, str]]:
+    """The cluster's client environment; brought up for these tests and taken down after them."""
+    try:
+        slurm_cluster.up()
+    except slurm_cluster.ClusterError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"the SLURM test cluster did not start: {err}")
+        pytest.skip(f"no SLURM test cluster here: {err}")
+    yield slurm_cluster.environment(slurm_cluster.DEFAULT_DIR)
+    slurm_cluster.down()
+
+
+def submit(args: list[str], tmp_path: Path, env: dict[str, str], timeout: int = 420):
+    """`python train.py -m hydra/launcher=submitit_slurm ARGS` from the submitting shell."""
+    return run_train(["-m", "hydra/launcher=submitit_slurm", f"paths.log_dir={tmp_path / 'logs'}", *args],
+                     cwd=tmp_path, env=env, timeout=timeout)  # fmt: skip
+
+
+def sweep_dir(tmp_path: Path) -> Path:
+    (folder,) = (tmp_path / "logs" / "multirun").iterdir()
+    return folder
+
+
+def submitted(sweep: Path) -> set[str]:
+    """The SLURM job ids of a sweep, from the logs submitit keeps per job."""
+    return {log.parent.name for log in (sweep / ".submitit").glob("*/*_log.out")}
+
+
+def accounting(job_id: str, env: dict[str, str]) -> list[dict[str, str]]:
+    """sacct's rows of a job: its allocation and each step."""
+    result = subprocess.run(["sacct", "-j", job_id, "-o", "JobID,State,NNodes,NodeList", "--parsable2"],
+                            env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    header, *rows = result.stdout.splitlines()
+    return [dict(zip(header.split("|"), row.split("|"), strict=True)) for row in rows]
+
+
+def test_a_multi_node_job_trains_one_model(cluster: dict[str, str], tmp_path: Path) -> None:
+    result = submit(["trainer.num_nodes=2", "trainer.devices=1", *FAST], tmp_path, cluster)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = sweep_dir(tmp_path)
+    run = sweep / "0"
+    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == ["0", "multirun.yaml"]
+    log = (run / "train.log").read_text()
+    assert "distributed: SLURMEnvironment, world size 2 = 2 node(s) × 1 device(s)" in log
+    (job_id,) = submitted(sweep)
+    allocation = accounting(job_id, cluster)[0]
+    assert (allocation["State"], allocation["NNodes"]) == ("COMPLETED", "2")
+    assert allocation["NodeList"] == "lightyard-node[1-2]"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test/acc"] > 0.5
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert len(ModelStore().versions("digits-cnn")) == 1
+
+
+def test_a_sweep_runs_one_job_per_point(cluster: dict[str, str], tmp_path: Path) -> None:
+    lrs = ["0.01", "0.003"]
+    result = submit([f"model.optimizer.lr={','.join(lrs)}", "register.enabled=false", "export.enabled=false",
+                     *FAST], tmp_path, cluster)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = sweep_dir(tmp_path)
+    for number, lr in enumerate(lrs):
+        run = sweep / str(number)
+        assert (run / "metrics.json").is_file()
+        assert f"lr: {lr}" in (run / ".hydra" / "config.yaml").read_text()
+    (array,) = {job_id.split("_")[0] for job_id in submitted(sweep)}
+    states = {row["JobID"]: row["State"] for row in accounting(array, cluster)}
+    assert states[f"{array}_0"] == states[f"{array}_1"] == "COMPLETED"
+
+
+def test_a_failing_job_is_one_line_in_bounded_time(cluster: dict[str, str], tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = submit(["data=imagefolder", f"data.root={tmp_path / 'missing'}", *FAST], tmp_path, cluster)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: job ") and "data root" in last and "does not exist" in last, last
+    assert Path(last.rsplit("its log: ", 1)[1]).is_file()
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 180
+
+
+def test_a_refused_submission_is_one_line(cluster: dict[str, str], tmp_path: Path) -> None:
+    result = submit(["hydra.launcher.partition=nowhere", *FAST], tmp_path, cluster, timeout=120)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("error: the jobs could not be submitted: sbatch: error:") and "partition" in last
+    ), last
+    assert "Traceback" not in result.stderr
