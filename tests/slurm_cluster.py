@@ -64,6 +64,8 @@ def install() -> None:
 def write_configs(folder: Path) -> dict[str, int]:
     ctld, dbd, db, *node_ports = free_ports(3 + len(NODES))
     common = "AuthType=auth/munge\n"
+    # a requeued job waits out its credential's life before it starts again: 120 s by default
+    credentials = "AuthInfo=cred_expire=10\n"
     nodes = "".join(
         f"NodeName={node} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} CPUs=8 RealMemory=8000\n"
         for node, port in zip(NODES, node_ports, strict=True)
@@ -74,7 +76,7 @@ SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={ctld}
 SlurmUser=root
 SlurmdUser=root
-{common}StateSaveLocation={folder}/state
+{common}{credentials}StateSaveLocation={folder}/state
 SlurmdSpoolDir={folder}/spool/%n
 SlurmctldPidFile={folder}/slurmctld.pid
 SlurmdPidFile={folder}/slurmd-%n.pid

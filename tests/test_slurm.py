@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lightyard.models.checkpoints import read_checkpoint
 from lightyard.registry import ModelStore
 from tests import slurm_cluster
-from tests.conftest import QUIET, run_train
+from tests.conftest import QUIET, ROOT, run_train
 
 pytestmark = pytest.mark.slurm
 FAST = ["trainer.accelerator=cpu", "trainer.max_epochs=2", *QUIET]
+STEPS_PER_EPOCH = 20  # digits: 1,257 training images in global batches of 64
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +39,7 @@ def cluster() -> Iterator[dict[str, str]]:
 
 def submit(args: list[str], tmp_path: Path, env: dict[str, str], timeout: int = 420):
     """`python train.py -m hydra/launcher=submitit_slurm ARGS` from the submitting shell."""
+    tmp_path.mkdir(exist_ok=True)
     return run_train(["-m", "hydra/launcher=submitit_slurm", f"paths.log_dir={tmp_path / 'logs'}", *args],
                      cwd=tmp_path, env=env, timeout=timeout)  # fmt: skip
 
@@ -49,10 +54,18 @@ def submitted(sweep: Path) -> set[str]:
     return {log.parent.name for log in (sweep / ".submitit").glob("*/*_log.out")}
 
 
-def accounting(job_id: str, env: dict[str, str]) -> list[dict[str, str]]:
-    """sacct's rows of a job: its allocation and each step."""
-    result = subprocess.run(["sacct", "-j", job_id, "-o", "JobID,State,NNodes,NodeList", "--parsable2"],
-                            env=env, capture_output=True, text=True, check=True)  # fmt: skip
+def accounting(job_id: str, env: dict[str, str], duplicates: bool = False) -> list[dict[str, str]]:
+    """sacct's rows of a job: its allocation and each step (with `duplicates`, its requeued runs too)."""
+    command = [
+        "sacct",
+        "-j",
+        job_id,
+        "-o",
+        "JobID,State,NNodes,NodeList",
+        "--parsable2",
+        *(["-D"] * duplicates),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     header, *rows = result.stdout.splitlines()
     return [dict(zip(header.split("|"), row.split("|"), strict=True)) for row in rows]
 
@@ -109,3 +122,49 @@ def test_a_refused_submission_is_one_line(cluster: dict[str, str], tmp_path: Pat
         last.startswith("error: the jobs could not be submitted: sbatch: error:") and "partition" in last
     ), last
     assert "Traceback" not in result.stderr
+
+
+def test_a_preempted_job_checkpoints_requeues_and_resumes(cluster: dict[str, str], tmp_path: Path) -> None:
+    """Signalled the way the cluster warns before preempting (submitit's SIGUSR2), a 2-node job saves the
+    step in progress, is requeued and finishes its epochs from there; it ends as an unpreempted twin does."""
+    epochs = 10
+    args = [
+        "trainer.num_nodes=2",
+        "trainer.devices=1",
+        "trainer.accelerator=cpu",
+        f"trainer.max_epochs={epochs}",
+        "export.enabled=false",
+        "register.enabled=false",
+        *QUIET,
+    ]
+    twin = submit(args, tmp_path / "twin", cluster)
+    assert twin.returncode == 0, twin.stderr[-3000:]
+
+    preempted = tmp_path / "preempted"
+    preempted.mkdir()
+    submitting = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_slurm",
+         f"paths.log_dir={preempted / 'logs'}", *args],
+        cwd=preempted, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not list(preempted.glob("logs/multirun/*/0/checkpoints/last.ckpt")):  # an epoch is done
+        assert time.monotonic() < deadline and submitting.poll() is None, "the job did not start training"
+        time.sleep(0.5)
+    (job_id,) = submitted(sweep_dir(preempted))
+    subprocess.run(["scancel", "--signal=USR2", job_id], env=cluster, check=True)
+    _, stderr = submitting.communicate(timeout=420)
+    assert submitting.returncode == 0, stderr[-3000:]
+
+    run = sweep_dir(preempted) / "0"
+    log = (run / "train.log").read_text()
+    saved = re.search(r"checkpointed epoch (\d+) step (\d+) to ", log)
+    assert saved and 0 < int(saved[2]) < epochs * STEPS_PER_EPOCH, log[-2000:]
+    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in log
+    states = [row["State"] for row in accounting(job_id, cluster, duplicates=True) if row["JobID"] == job_id]
+    assert "REQUEUED" in states and states[-1] == "COMPLETED", states
+    # every planned step ran once: a rerun epoch would add steps
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == epochs * STEPS_PER_EPOCH
+    finished = json.loads((run / "metrics.json").read_text())
+    unpreempted = json.loads((sweep_dir(tmp_path / "twin") / "0" / "metrics.json").read_text())
+    assert abs(finished["test/acc"] - unpreempted["test/acc"]) <= 0.03, (finished, unpreempted)

@@ -3,6 +3,7 @@
 from lightyard.callbacks.best_checkpoint import BestCheckpoint
 from lightyard.callbacks.export import ExportCallback
 from lightyard.callbacks.prediction_samples import PredictionSamples
+from lightyard.callbacks.preemption import Preemption
 from lightyard.callbacks.pruning import IterativePruning, StructuredPruning
 from lightyard.callbacks.quantize import QuantizeCallback
 
@@ -11,6 +12,7 @@ __all__ = [
     "ExportCallback",
     "IterativePruning",
     "PredictionSamples",
+    "Preemption",
     "QuantizeCallback",
     "StructuredPruning",
 ]
