@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from lightyard.models.checkpoints import read_checkpoint
 from lightyard.training import train
@@ -72,6 +73,13 @@ def test_tensorboard_holds_scalars_images_and_hparams(short_run: tuple[Path, dic
     assert hparams["data/_target_"] == "lightyard.data.DigitsDataModule"
     assert {"test/acc", "val/acc_best"} <= metric_tags
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+    # the network's graph, once, traced from the net itself (the Graphs tab)
+    graphs = [event for path in (run_dir / "tensorboard").glob("events.out.tfevents.*")
+              for event in EventFileLoader(str(path)).Load() if event.HasField("graph_def")]  # fmt: skip
+    assert len(graphs) == 1
+    nodes = events.Graph().node
+    assert {"aten::_convolution", "aten::batch_norm", "aten::linear"} <= {node.op for node in nodes}
+    assert any(node.name.startswith("SmallCNN/") for node in nodes)
 
 
 def test_evaluate_a_checkpoint_without_training(

@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.tracking.figures import confusion_matrix_figure
-from lightyard.tracking.loggers import log_figure
+from lightyard.tracking.loggers import log_figure, log_graph
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -72,6 +72,15 @@ class ClassifierModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def on_fit_start(self) -> None:
+        if self.trainer.ckpt_path is None:  # once per run, not again when a run resumes
+            spec = self.spec
+            log_graph(
+                self.trainer,
+                self.net,
+                torch.zeros(1, spec.channels, spec.height, spec.width, device=self.device),
+            )
 
     def _step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str

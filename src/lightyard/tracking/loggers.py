@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import matplotlib.pyplot as plt
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 
@@ -23,6 +24,19 @@ def log_figure(trainer: L.Trainer, tag: str, make_figure: Callable[[], Figure]) 
     figure = make_figure()
     logger.experiment.add_figure(tag, figure, global_step=trainer.global_step, close=True)
     plt.close(figure)
+
+
+def log_graph(trainer: L.Trainer, net: torch.nn.Module, example: torch.Tensor) -> None:
+    """The network's graph, traced on one example input, for TensorBoard's Graphs tab (rank zero). Traced
+    in eval mode: a training-mode pass would move BatchNorm's running statistics."""
+    logger = tensorboard_logger(trainer)
+    if logger is None or not trainer.is_global_zero:
+        return
+    training = net.training
+    net.eval()
+    with torch.no_grad():
+        logger.experiment.add_graph(net, example)
+    net.train(training)
 
 
 def log_scalars(trainer: L.Trainer, values: Mapping[str, float]) -> None:
