@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from lightyard.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule
+from lightyard.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule, integrity
+from lightyard.data.integrity import image_problem, unreadable
 from lightyard.errors import UserError
 from lightyard.training import train
 from tests.conftest import QUIET, compose_train, save_image
@@ -133,3 +136,24 @@ def test_mnist_experiment_on_idx_files(mnist_root: Path, tmp_path: Path) -> None
     metrics = fast_dev_run(tmp_path, "experiment=mnist", f"data.root={mnist_root}", "data.download=false",
                            "data.num_workers=0")  # fmt: skip
     assert "test/acc" in metrics
+
+
+def test_image_check_finds_truncated_and_foreign_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good_png, good_jpeg = tmp_path / "good.png", tmp_path / "good.jpg"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(good_png)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(good_jpeg)
+    cut_png, cut_jpeg, text = tmp_path / "cut.png", tmp_path / "cut.jpg", tmp_path / "notes.png"
+    cut_png.write_bytes(good_png.read_bytes()[:-30])
+    cut_jpeg.write_bytes(good_jpeg.read_bytes()[:-200])
+    text.write_text("not an image")
+    assert image_problem(good_png) is None and image_problem(good_jpeg) is None
+    assert "not in an image format" in image_problem(text)
+    assert image_problem(cut_png) and image_problem(cut_jpeg)
+    paths = [good_png, cut_png, good_jpeg, cut_jpeg, text] * 20
+    serial = unreadable(paths)
+    monkeypatch.setattr(integrity, "PARALLEL_FROM", 10)  # the process pool, on a small folder
+    monkeypatch.setattr(integrity, "CHUNK", 7)
+    assert unreadable(paths) == serial
+    assert [path for path, _ in serial] == [cut_png, cut_jpeg, text] * 20

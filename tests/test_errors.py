@@ -73,3 +73,34 @@ def test_checkpoint_with_another_class_count(tmp_path: Path) -> None:
 def test_missing_checkpoint(tmp_path: Path) -> None:
     result = run_train([f"ckpt_path={tmp_path / 'missing.ckpt'}", *FAST], cwd=tmp_path)
     assert_user_error(result, "does not exist")
+
+
+def folder_with_a_truncated_png(tmp_path: Path) -> Path:
+    """60 good PNGs in two classes and one cut off halfway, as a failed copy leaves it."""
+    root = tmp_path / "images"
+    for i in range(60):
+        save_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", "RGB", (24, 24), 4 * i)
+    whole = (root / "dog" / "0.png").read_bytes()
+    (root / "dog" / "broken.png").write_bytes(whole[: len(whole) // 2])
+    return root
+
+
+def test_a_truncated_image_stops_the_run_before_any_epoch(tmp_path: Path) -> None:
+    root = folder_with_a_truncated_png(tmp_path)
+    run = tmp_path / "run"
+    result = run_train(["data=imagefolder", f"data.root={root}", f"hydra.run.dir={run}", *FAST], cwd=tmp_path)
+    assert_user_error(
+        result, "1 unreadable image(s) in", str(root / "dog" / "broken.png"), "skip_bad_images=true"
+    )
+    assert result.returncode == 2
+    assert not (run / "checkpoints").exists() and "Epoch 0" not in result.stdout
+
+
+def test_bad_images_can_be_left_out_with_one_warning(tmp_path: Path) -> None:
+    root = folder_with_a_truncated_png(tmp_path)
+    result = run_train(
+        ["data=imagefolder", f"data.root={root}", "data.skip_bad_images=true", *FAST], cwd=tmp_path
+    )
+    assert_ok(result)
+    output = result.stdout + result.stderr
+    assert output.count("left out 1 unreadable image(s)") == 1, output[-2000:]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
 from lightyard.data.base import ImageDataModule, Splits
 from lightyard.data.datasets import FileImages
+from lightyard.data.integrity import unreadable
 from lightyard.data.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, ResizePolicy
 from lightyard.errors import UserError
 
+log = logging.getLogger("lightyard")
 SPLIT_NAMES = ("train", "val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -21,7 +24,9 @@ class ImageFolderDataModule(ImageDataModule):
 
     With a `train/` folder, missing `val/` or `test/` folders are split off `train/` by `split_seed`;
     without one, all three splits come from `root`. Images of any size and mode are resized to
-    `image_size` and converted to `channels` by the preprocessing spec.
+    `image_size` and converted to `channels` by the preprocessing spec. Every file is checked at setup:
+    unreadable or truncated ones stop the run before any epoch, or are left out with
+    `skip_bad_images`.
     """
 
     def __init__(
@@ -33,6 +38,7 @@ class ImageFolderDataModule(ImageDataModule):
         std: Sequence[float] | None = None,
         resize_policy: ResizePolicy = "exact",
         resize_size: int | None = None,
+        skip_bad_images: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -43,6 +49,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.std = tuple(std) if std else (IMAGENET_STD if channels == 3 else (0.5,))
         self.resize_policy = resize_policy
         self.resize_size = resize_size
+        self.skip_bad_images = skip_bad_images
 
     @cached_property
     def folders(self) -> dict[str, Path]:
@@ -90,6 +97,18 @@ class ImageFolderDataModule(ImageDataModule):
             raise UserError(
                 f"{folder} has class folders {unknown} that train/ lacks: every split needs the same classes"
             )
+        bad = dict(unreadable(paths, f"images in {folder}"))
+        if bad and not self.skip_bad_images:
+            named = ", ".join(f"{path} ({reason})" for path, reason in list(bad.items())[:3])
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise UserError(
+                f"{len(bad)} unreadable image(s) in {folder}: {named}{more}: replace or delete them, or pass "
+                "data.skip_bad_images=true to leave them out"
+            )
+        if bad:
+            log.warning(f"left out {len(bad)} unreadable image(s) of {folder} (data.skip_bad_images=true)")
+            kept = [i for i, path in enumerate(paths) if path not in bad]
+            paths, labels = [paths[i] for i in kept], [labels[i] for i in kept]
         return FileImages(paths, labels)
 
     @cached_property
