@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from lightyard.config import check_group_overrides, instantiate_all
 from lightyard.errors import UserError
+from lightyard.validation import check_config
 from tests.conftest import CONF_DIR, compose_train
 
 GROUPS = ["data", "model", "model/net", "callbacks", "logger", "trainer", "paths", "hydra", "debug"]
@@ -36,7 +37,9 @@ def test_every_config_file_is_covered() -> None:
 @pytest.mark.parametrize("override", every_override())
 def test_composes_and_resolves(override: str, tmp_path: Path) -> None:
     extra = ["model.net.name=resnet18"] if override == "model/net=torchvision" else []
-    cfg = OmegaConf.to_container(compose_train([override, *extra], tmp_path), resolve=True)
+    composed = compose_train([override, *extra], tmp_path)
+    check_config(composed)  # every shipped option passes the typed checks
+    cfg = OmegaConf.to_container(composed, resolve=True)
     assert cfg["trainer"]["_target_"] == "lightning.pytorch.Trainer"
     assert cfg["paths"]["output_dir"] == str(tmp_path)
     if override.startswith("hydra/launcher="):  # launcher configs live under the hydra node
@@ -80,6 +83,8 @@ def test_slurm_launcher_follows_the_trainer(tmp_path: Path) -> None:
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    on_cpu = compose_train([*overrides, "trainer.accelerator=cpu"], tmp_path, keep_hydra=True).hydra.launcher
+    assert (on_cpu.tasks_per_node, on_cpu.gpus_per_node) == (4, 0)  # CPU nodes may have no GPU to give
 
 
 def test_optuna_search_space(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import QUIET, assert_ok, assert_user_error, run_train, save_image
@@ -104,3 +105,29 @@ def test_bad_images_can_be_left_out_with_one_warning(tmp_path: Path) -> None:
     assert_ok(result)
     output = result.stdout + result.stderr
     assert output.count("left out 1 unreadable image(s)") == 1, output[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("override", "takes"),
+    [
+        ("trainer.max_epochs=abc", "a whole number ≥ 1"),
+        ("trainer.max_epochs=0", "a whole number ≥ 1"),
+        ("model.optimizer.lr=abc", "a number > 0"),
+        ("model.optimizer.lr=-0.1", "a number > 0"),
+        ("data.batch_size=0", "a whole number ≥ 1"),
+        ("data.batch_size=12.5", "a whole number ≥ 1"),
+        ("trainer.devices=zero", "'auto' or a list of device indices"),
+        ("trainer.precision=17", "one of 32-true"),
+        ("distill.temperature=0", "a number > 0"),
+        ("distill.alpha=1.5", "a number in [0, 1]"),
+        ("prune.amount=1.5", "a number in (0, 1)"),
+        ("quantize.max_drop=-1", "a number ≥ 0"),
+        ("model.label_smoothing=true", "a number in [0, 1)"),
+    ],
+)
+def test_a_mistyped_or_impossible_value_is_one_line(override: str, takes: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = run_train([override, f"hydra.run.dir={run}"], cwd=tmp_path, timeout=120)
+    key, value = override.split("=")
+    assert_user_error(result, f"{key}=", value, "is not accepted", takes)
+    assert result.returncode == 2 and not (run / "checkpoints").exists()

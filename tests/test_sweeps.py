@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from lightyard.registry import ModelStore
-from tests.conftest import QUIET, assert_ok, run_train
+from tests.conftest import QUIET, assert_ok, assert_user_error, run_train
 
 QUICK = ["trainer.max_epochs=1", *QUIET]
 
@@ -57,6 +57,19 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
     assert list(
         (tmp_path / ".submitit").iterdir()
     )  # submitit's own job folder: it really went through submitit
+
+
+def test_a_failed_submitit_job_is_one_line(tmp_path: Path) -> None:
+    """What a job leaves behind (its own error line, its log) reaches the submitting shell as one line,
+    the same way on SLURM (tests/test_slurm.py) as with local processes."""
+    result = run_train(
+        ["-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={tmp_path}", "data=imagefolder",
+         f"data.root={tmp_path / 'missing'}"],
+        cwd=tmp_path,
+        timeout=400,
+    )  # fmt: skip
+    last = assert_user_error(result, "failed: data root", "does not exist", "its log: ")
+    assert result.returncode == 2 and Path(last.rsplit("its log: ", 1)[1]).is_file()
 
 
 def test_ddp_spawn_inside_a_multirun(tmp_path: Path) -> None:

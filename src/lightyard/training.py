@@ -30,6 +30,7 @@ from lightyard.models.surgery import fit_channels
 from lightyard.registry import ModelStore, register_export
 from lightyard.registry.store import check_model_name
 from lightyard.tracking.loggers import log_hparams
+from lightyard.validation import check_config
 
 METRICS_FILE = "metrics.json"
 log = logging.getLogger("lightyard")  # Hydra sends it to the console and <run>/train.log
@@ -37,6 +38,7 @@ log = logging.getLogger("lightyard")  # Hydra sends it to the console and <run>/
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test one model; returns the final metrics (`test/acc`, `val/acc_best`, …)."""
+    check_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 

@@ -1,0 +1,147 @@
+"""Typed checks of the composed config: a mistyped or impossible value is one line naming the key, the
+value and what the key takes, before any work, not a library's traceback minutes later.
+
+Hydra parses command-line values by their look (`trainer.max_epochs=abc` is the string 'abc'), and the
+YAML files hold no types, so the values that reach Lightning, PyTorch and lightyard are checked here
+against one table. Keys a run's config does not have are skipped (`distill.*` without distillation is
+still checked: a wrong value there is wrong wherever it is used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lightyard.errors import UserError
+
+PRECISIONS = (
+    "32-true",
+    "32",
+    "16-mixed",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+    "64-true",
+    "64",
+    "bf16",
+    "16",
+)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+_ABSENT = object()
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    accepts: Callable[[Any], bool]
+    takes: str  # what the key takes, for the message
+    nullable: bool = False
+
+
+def whole(key: str, least: int, takes: str | None = None, nullable: bool = False) -> Rule:
+    return Rule(key, lambda v: _whole(v) and v >= least, takes or f"a whole number ≥ {least}", nullable)
+
+
+def number(key: str, low: float, high: float | None = None, low_open: bool = False, high_open: bool = True,
+           nullable: bool = False) -> Rule:  # fmt: skip
+    def accepts(value: Any) -> bool:
+        if not _number(value):
+            return False
+        above = value > low if low_open else value >= low
+        below = high is None or (value < high if high_open else value <= high)
+        return above and below
+
+    bounds = f"{'>' if low_open else '≥'} {low:g}"
+    if high is not None:
+        bounds = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    return Rule(key, accepts, f"a number {bounds}", nullable)
+
+
+def one_of(key: str, choices: tuple, nullable: bool = False) -> Rule:
+    return Rule(
+        key, lambda v: str(v) in {str(c) for c in choices}, f"one of {', '.join(map(str, choices))}", nullable
+    )
+
+
+def _devices(value: Any) -> bool:
+    if isinstance(value, str):
+        return value == "auto" or all(part.strip().isdigit() for part in value.split(",") if part.strip())
+    if _whole(value):
+        return value >= 1 or value == -1
+    return isinstance(value, list | tuple) and bool(value) and all(_whole(d) and d >= 0 for d in value)
+
+
+RULES = (
+    Rule(
+        "trainer.max_epochs",
+        lambda v: _whole(v) and (v >= 1 or v == -1),
+        "a whole number ≥ 1 (-1: no limit)",
+        nullable=True,
+    ),
+    whole("trainer.min_epochs", 0, nullable=True),
+    whole("trainer.num_nodes", 1),
+    Rule("trainer.devices", _devices, "a whole number ≥ 1, -1 (all), 'auto' or a list of device indices"),
+    one_of("trainer.accelerator", ACCELERATORS),
+    one_of("trainer.precision", PRECISIONS),
+    whole("trainer.accumulate_grad_batches", 1),
+    whole("trainer.check_val_every_n_epoch", 1, nullable=True),
+    whole("trainer.log_every_n_steps", 1, nullable=True),
+    number("trainer.gradient_clip_val", 0, nullable=True),
+    whole("data.batch_size", 1),
+    whole("data.num_workers", 0),
+    whole("data.image_size", 1),
+    one_of("data.channels", (1, 3)),
+    number("data.val_fraction", 0, 1),
+    number("data.test_fraction", 0, 1),
+    whole("data.split_seed", 0),
+    number("model.optimizer.lr", 0, low_open=True),
+    number("model.optimizer.weight_decay", 0),
+    number("model.optimizer.momentum", 0, 1),
+    number("model.label_smoothing", 0, 1),
+    number("model.net.dropout", 0, 1),
+    number("distill.temperature", 0, low_open=True),
+    number("distill.alpha", 0, 1, high_open=False),
+    number("prune.amount", 0, 1, low_open=True),
+    whole("prune.steps", 1),
+    whole("prune.start_epoch", 0),
+    whole("prune.every", 1),
+    number("prune.max_drop", 0),
+    one_of("quantize.mode", ("static", "dynamic")),
+    whole("quantize.calibration_batches", 1),
+    number("quantize.max_drop", 0),
+    number("export.atol", 0, low_open=True),
+    whole("export.images", 1),
+    whole("export.opset", 7, nullable=True),
+    whole("seed", 0, nullable=True),
+)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise a `UserError` for the first value of `cfg` that its rule refuses."""
+    for rule in RULES:
+        value = OmegaConf.select(cfg, rule.key, default=_ABSENT, throw_on_missing=False)
+        if value is _ABSENT or (value is None and rule.nullable) or rule.accepts(value):
+            continue
+        raise UserError(f"{rule.key}={_shown(value)} is not accepted: {rule.key} takes {rule.takes}")
+
+
+def _shown(value: Any) -> str:
+    """A value as the command line writes it."""
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, ListConfig | list | tuple):
+        return f"[{', '.join(_shown(item) for item in value)}]"
+    return str(value)
