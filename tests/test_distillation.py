@@ -172,7 +172,10 @@ def test_mismatched_teachers_are_refused(tmp_path: Path) -> None:
         (["model=distillation"], "distillation needs a teacher"),
         (["experiment=digits_kd"], "no model named 'digits-teacher'"),
         (["experiment=digits_kd", "distill.teacher=missing.ckpt"], "missing.ckpt does not exist"),
-        (["experiment=digits_kd", "distill.teacher=x.ckpt", "distill.alpha=2"], "distill.alpha in [0, 1]"),
+        (
+            ["experiment=digits_kd", "distill.teacher=x.ckpt", "distill.alpha=2"],
+            "distill.alpha takes a number in [0, 1]",
+        ),
     ],
 )
 def test_distillation_errors(overrides: list[str], message: str, tmp_path: Path) -> None:

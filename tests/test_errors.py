@@ -121,7 +121,7 @@ def test_bad_images_can_be_left_out_with_one_warning(tmp_path: Path) -> None:
         ("distill.temperature=0", "a number > 0"),
         ("distill.alpha=1.5", "a number in [0, 1]"),
         ("prune.amount=1.5", "a number in (0, 1)"),
-        ("quantize.max_drop=-1", "a number ≥ 0"),
+        ("quantize.max_drop=abc", "a number of accuracy points"),
         ("model.label_smoothing=true", "a number in [0, 1)"),
     ],
 )

@@ -23,7 +23,13 @@ import psutil
 import pytest
 import torch
 from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options as ChromeOptions
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
+import lightyard
 from lightyard.data import DigitsDataModule
 from lightyard.models import ClassifierModule, build_net
 from lightyard.registry import ModelStore, load, register_export
@@ -418,3 +424,86 @@ def test_lean_bento_serves_from_a_fresh_environment(trained, tmp_path: Path) -> 
             assert response.json()["predictions"][0]["class"] == int(logits.argmax())
     finally:
         stop(process)
+
+
+ARTIFACTS = ROOT / "logs" / "browser"  # screenshots of the browser tests, kept for a person to look at
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    """Headless Chromium from Debian, driven by its chromedriver: no browser is downloaded."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        reason = "headless Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    options = ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,800"):
+        options.add_argument(argument)
+    chrome = webdriver.Chrome(service=ChromeService(driver), options=options)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield chrome
+    chrome.quit()
+
+
+def loaded_from(chrome: webdriver.Chrome) -> set[str]:
+    """Where the page's resources came from: scheme and host of each."""
+    names = chrome.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    return {"/".join(name.split("/")[:3]) for name in names}
+
+
+def test_the_page_shows_the_model_and_classifies_an_upload(served, trained, browser, tmp_path: Path) -> None:
+    url, _, _ = served
+    info = httpx.get(f"{url}/info").json()
+    wait = WebDriverWait(browser, 30)
+    browser.get(f"{url}/")
+    wait.until(lambda chrome: chrome.find_element(By.ID, "tag").text == info["model"])
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert info["runtime"] in page and "8×8, grayscale" in page and f"{url}/predict" in page
+    assert f"{info['metrics']['test/acc']:.4f}" in page
+
+    datamodule = DigitsDataModule()
+    splits = datamodule.load_splits()
+    datamodule.setup("test")
+    checkpoint = trained[0] / "checkpoints" / "best.ckpt"
+    net_config = torch.load(checkpoint, weights_only=True)["hyper_parameters"]["net_config"]
+    module = ClassifierModule.load_from_checkpoint(
+        checkpoint, net=build_net(net_config, datamodule.spec), optimizer=torch.optim.SGD, weights_only=True
+    ).eval()
+    digit = tmp_path / "digit.png"
+    digit.write_bytes(png(splits.test_source.images[splits.test[5]]))
+    with torch.inference_mode():
+        expected = datamodule.spec.class_names[int(module(datamodule.datasets["test"][5][0][None]).argmax(1))]
+    browser.find_element(By.ID, "file").send_keys(str(digit))
+    wait.until(lambda chrome: chrome.find_elements(By.CSS_SELECTOR, "#predictions li"))
+    first = browser.find_element(By.CSS_SELECTOR, "#predictions li")
+    assert first.get_attribute("data-label") == expected and "%" in first.text
+    assert browser.find_element(By.ID, "preview").get_attribute("src").startswith("blob:")
+    browser.save_screenshot(str(ARTIFACTS / "page.png"))
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    browser.find_element(By.ID, "file").send_keys(str(notes))
+    wait.until(lambda chrome: chrome.find_element(By.ID, "error").is_displayed())
+    assert "not a readable image: notes.txt" in browser.find_element(By.ID, "error").text
+    browser.save_screenshot(str(ARTIFACTS / "page-error.png"))
+    assert loaded_from(browser) == {url}  # nothing from the internet
+
+
+def test_the_api_docs_render_offline(served, browser) -> None:
+    url, _, _ = served
+    browser.get(f"{url}/docs")
+    WebDriverWait(browser, 30).until(
+        lambda chrome: chrome.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    )
+    paths = [element.text for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")]
+    assert {"/predict", "/predict_batch", "/info", "/health"} <= set(paths)
+    tags = [element.text for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-tag")]
+    assert [tag.split()[0] for tag in tags] == ["prediction", "model", "health"]
+    browser.save_screenshot(str(ARTIFACTS / "docs.png"))
+    assert loaded_from(browser) == {url}
+    document = httpx.get(f"{url}/openapi.json").json()
+    assert document["info"]["title"] == "lightyard" and document["info"]["version"] == lightyard.__version__
+    assert "curl -F image=@" in document["info"]["description"]

@@ -21,10 +21,19 @@ __all__ = [
     "adaptive_batcher",
     "available_cpus",
     "served_model_store",
+    "swagger_ui_assets",
 ]
 
 Batch = np.ndarray  # N×C×H×W model inputs
 BatchFunction = Callable[[Batch], np.ndarray]
+
+
+def swagger_ui_assets() -> Path:
+    """Swagger UI's files, which BentoML ships for its own index page: the service's `/docs` serves them
+    from here, so the API docs work offline without a copy of Swagger UI in this repository."""
+    from bentoml._internal import server
+
+    return Path(server.__file__).parent / "static_content"
 
 
 def served_model_store() -> Path:

@@ -18,16 +18,19 @@ import os
 import sys
 import threading
 from functools import partial
+from pathlib import Path
 
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from lightyard import __version__
-from lightyard.bentoml_adapter import adaptive_batcher, served_model_store
+from lightyard.bentoml_adapter import adaptive_batcher, served_model_store, swagger_ui_assets
 from lightyard.cpu import int8_warning
 from lightyard.errors import UserError
 from lightyard.export.runtimes import Runner, check_onnx_device
@@ -105,9 +108,30 @@ IMAGE_FIELD = {
         "required": True,
     }
 }
+PAGE = Path(__file__).with_name("page")  # the service's own page: static files, read once
+DESCRIPTION = """Image classification with a version from lightyard's model registry (the served tag, its
+preprocessing and metrics are at `GET /info`). Post an image file as the multipart field `image`:
+
+    curl -F image=@digit.png http://HOST:3000/predict
+
+Bad input gets a 4xx JSON `{"error": …}`. BentoML's own routes sit beside these: `/livez`, `/readyz`
+(probes) and `/metrics` (Prometheus)."""
+TAGS = [
+    {"name": "prediction", "description": "Classify uploaded images with the served model."},
+    {"name": "model", "description": "What is served: tag, stage, runtime, preprocessing, metrics."},
+    {"name": "health", "description": "Liveness for load balancers."},
+]
 app = FastAPI(
-    title="lightyard", version=__version__, description="Image classification with a registered model."
-)
+    title="lightyard", version=__version__, description=DESCRIPTION, openapi_tags=TAGS,
+    docs_url=None, redoc_url=None,  # /docs below, with Swagger UI's files served from here: works offline
+)  # fmt: skip
+app.mount("/page", StaticFiles(directory=PAGE), name="page")
+app.mount("/docs/assets", StaticFiles(directory=swagger_ui_assets()), name="swagger-ui")
+INDEX_HTML = (PAGE / "index.html").read_bytes()
+DOCS_HTML = get_swagger_ui_html(
+    openapi_url="/openapi.json", title="lightyard API", swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+    swagger_css_url="/docs/assets/swagger-ui.css", swagger_favicon_url="/page/favicon.svg",
+).body  # fmt: skip
 app.add_middleware(BodyLimit, max_bytes=SETTINGS.max_body_bytes)
 if SETTINGS.worker_count > 1:
     app.add_middleware(RecycleConnections, max_age_s=RECONNECT_AFTER_S)
@@ -166,7 +190,18 @@ def _service() -> Lightyard:
     return bentoml.get_current_service()
 
 
-@app.post("/predict", openapi_extra=IMAGE_FIELD)
+@app.get("/", include_in_schema=False)
+async def page() -> Response:
+    """The service's own page (`page/`): the served model, an upload form, a curl example."""
+    return Response(INDEX_HTML, media_type="text/html")
+
+
+@app.get("/docs", include_in_schema=False)
+async def docs() -> Response:
+    return Response(DOCS_HTML, media_type="text/html")
+
+
+@app.post("/predict", openapi_extra=IMAGE_FIELD, tags=["prediction"])
 async def predict(request: Request) -> Response:
     """One image (multipart field `image`) → its `top_k` classes (default 5), most probable first."""
     service = _service()
@@ -176,7 +211,7 @@ async def predict(request: Request) -> Response:
     return json_response(payload)
 
 
-@app.post("/predict_batch", openapi_extra=IMAGE_FIELD)
+@app.post("/predict_batch", openapi_extra=IMAGE_FIELD, tags=["prediction"])
 async def predict_batch(request: Request) -> Response:
     """Several images (repeated multipart field `image`) → the `top_k` classes of each, in order."""
     service = _service()
@@ -189,12 +224,13 @@ async def predict_batch(request: Request) -> Response:
     return json_response({"results": results, "model": service.registered.tag})
 
 
-@app.get("/health")
+@app.get("/health", tags=["health"])
 async def health() -> dict:
+    """`{"status": "healthy", "model": tag}` while the worker serves."""
     return {"status": "healthy", "model": _service().registered.tag}
 
 
-@app.get("/info")
+@app.get("/info", tags=["model"])
 async def info() -> dict:
     """The served version: tag, stage, metrics, preprocessing, runtime, batching and input limits."""
     model = _service().registered
