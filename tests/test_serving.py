@@ -31,6 +31,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import lightyard
 from lightyard.data import DigitsDataModule
+from lightyard.data.base import Splits
 from lightyard.models import ClassifierModule, build_net
 from lightyard.registry import ModelStore, load, register_export
 from tests.conftest import ROOT
@@ -245,11 +246,8 @@ def test_predict_batch_limits(served) -> None:
     assert response.status_code == 400 and "bad.png" in response.json()["error"]
 
 
-def test_concurrent_requests_match_the_lightning_module(served, trained, tmp_path: Path) -> None:
-    """Every digits test image as a PNG, 16 clients at once: the server's top-1 equals the
-    LightningModule's prediction on the data module's tensor, for all of them, and requests were
-    batched."""
-    url, _, _ = served
+def digits_and_module(trained) -> tuple[DigitsDataModule, Splits, ClassifierModule]:
+    """The digits data (set up for testing), its splits, and the trained run's LightningModule."""
     datamodule = DigitsDataModule()
     splits = datamodule.load_splits()
     datamodule.setup("test")
@@ -258,6 +256,15 @@ def test_concurrent_requests_match_the_lightning_module(served, trained, tmp_pat
     module = ClassifierModule.load_from_checkpoint(
         checkpoint, net=build_net(net_config, datamodule.spec), optimizer=torch.optim.SGD, weights_only=True
     ).eval()
+    return datamodule, splits, module
+
+
+def test_concurrent_requests_match_the_lightning_module(served, trained, tmp_path: Path) -> None:
+    """Every digits test image as a PNG, 16 clients at once: the server's top-1 equals the
+    LightningModule's prediction on the data module's tensor, for all of them, and requests were
+    batched."""
+    url, _, _ = served
+    datamodule, splits, module = digits_and_module(trained)
     images = [png(splits.test_source.images[index]) for index in splits.test]
     tensors = torch.stack([datamodule.datasets["test"][i][0] for i in range(len(images))])
     with torch.inference_mode():
@@ -464,14 +471,7 @@ def test_the_page_shows_the_model_and_classifies_an_upload(served, trained, brow
     assert info["runtime"] in page and "8×8, grayscale" in page and f"{url}/predict" in page
     assert f"{info['metrics']['test/acc']:.4f}" in page
 
-    datamodule = DigitsDataModule()
-    splits = datamodule.load_splits()
-    datamodule.setup("test")
-    checkpoint = trained[0] / "checkpoints" / "best.ckpt"
-    net_config = torch.load(checkpoint, weights_only=True)["hyper_parameters"]["net_config"]
-    module = ClassifierModule.load_from_checkpoint(
-        checkpoint, net=build_net(net_config, datamodule.spec), optimizer=torch.optim.SGD, weights_only=True
-    ).eval()
+    datamodule, splits, module = digits_and_module(trained)
     digit = tmp_path / "digit.png"
     digit.write_bytes(png(splits.test_source.images[splits.test[5]]))
     with torch.inference_mode():
