@@ -168,3 +168,32 @@ def test_a_preempted_job_checkpoints_requeues_and_resumes(cluster: dict[str, str
     finished = json.loads((run / "metrics.json").read_text())
     unpreempted = json.loads((sweep_dir(tmp_path / "twin") / "0" / "metrics.json").read_text())
     assert abs(finished["test/acc"] - unpreempted["test/acc"]) <= 0.03, (finished, unpreempted)
+
+
+def test_a_plain_sbatch_job_is_requeued_by_the_callback(cluster: dict[str, str], tmp_path: Path) -> None:
+    """Without submitit, the preemption callback requeues the job itself; the rerun of the batch script
+    resumes in the same run dir."""
+    epochs, run = 8, tmp_path / "run"
+    script = tmp_path / "train.sbatch"
+    script.write_text(
+        "#!/bin/bash\n#SBATCH --nodes=1 --ntasks-per-node=1 --signal=USR2@60 --requeue\n"
+        f"#SBATCH --output={tmp_path}/slurm-%j.out\n"
+        f"srun {sys.executable} {ROOT / 'train.py'} trainer.accelerator=cpu trainer.max_epochs={epochs} "
+        f"hydra.run.dir={run} export.enabled=false register.enabled=false {' '.join(QUIET)}\n"
+    )
+    submitted_job = subprocess.run(["sbatch", "--parsable", str(script)], env=cluster, capture_output=True,
+                                   text=True, check=True, cwd=tmp_path)  # fmt: skip
+    job_id = submitted_job.stdout.strip()
+    deadline = time.monotonic() + 180
+    while not (run / "checkpoints" / "last.ckpt").is_file():
+        assert time.monotonic() < deadline, "the job did not start training"
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR2", job_id], env=cluster, check=True)
+    deadline = time.monotonic() + 400
+    while accounting(job_id, cluster)[0]["State"] != "COMPLETED":
+        assert time.monotonic() < deadline, accounting(job_id, cluster, duplicates=True)
+        time.sleep(2)
+    log = (run / "train.log").read_text()
+    assert "requeued SLURM job" in log and f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in log
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == epochs * STEPS_PER_EPOCH
+    assert json.loads((run / "metrics.json").read_text())["test/acc"] > 0.8
