@@ -20,8 +20,8 @@ train: $(STAMP)  ## train the default model (digits, small CNN); extra Hydra ove
 test: $(STAMP)  ## the whole suite, about 8 minutes on 2 cores
 	$(BIN)/python -m pytest $(ARGS)
 
-test-cluster: $(STAMP)  ## SLURM jobs on a two-node cluster on this machine (root; installs Slurm if missing)
-	$(BIN)/python -m pytest -m slurm $(ARGS)
+test-cluster: $(STAMP)  ## multi-node runs: torchrun nodes, and SLURM jobs on a local two-node cluster (root)
+	$(BIN)/python -m pytest -m "slurm or multinode" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -89,6 +89,7 @@ def node_command(launcher: str, rank: int, port: int) -> tuple[list[str], dict[s
     }
 
 
+@pytest.mark.multinode
 @pytest.mark.parametrize("launcher", ["torchrun", "lightning-env"])
 def test_two_nodes_make_one_run(launcher: str, tmp_path: Path) -> None:
     run = tmp_path / "run"
