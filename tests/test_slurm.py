@@ -54,6 +54,18 @@ def submitted(sweep: Path) -> set[str]:
     return {log.parent.name for log in (sweep / ".submitit").glob("*/*_log.out")}
 
 
+def settled(job_id: str, env: dict[str, str], seconds: float = 60.0) -> list[dict[str, str]]:
+    """sacct's rows of a job once none is still running: submitit returns as soon as a job has written its
+    result, a moment before Slurm records the job's end."""
+    deadline = time.monotonic() + seconds
+    while True:
+        rows = accounting(job_id, env)
+        busy = any(row["State"] in ("PENDING", "RUNNING", "COMPLETING") for row in rows)
+        if not busy or time.monotonic() > deadline:
+            return rows
+        time.sleep(1)
+
+
 def accounting(job_id: str, env: dict[str, str], duplicates: bool = False) -> list[dict[str, str]]:
     """sacct's rows of a job: its allocation and each step (with `duplicates`, its requeued runs too)."""
     command = [
@@ -79,7 +91,7 @@ def test_a_multi_node_job_trains_one_model(cluster: dict[str, str], tmp_path: Pa
     log = (run / "train.log").read_text()
     assert "distributed: SLURMEnvironment, world size 2 = 2 node(s) × 1 device(s)" in log
     (job_id,) = submitted(sweep)
-    allocation = accounting(job_id, cluster)[0]
+    allocation = settled(job_id, cluster)[0]
     assert (allocation["State"], allocation["NNodes"]) == ("COMPLETED", "2")
     assert allocation["NodeList"] == "lightyard-node[1-2]"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -99,7 +111,7 @@ def test_a_sweep_runs_one_job_per_point(cluster: dict[str, str], tmp_path: Path)
         assert (run / "metrics.json").is_file()
         assert f"lr: {lr}" in (run / ".hydra" / "config.yaml").read_text()
     (array,) = {job_id.split("_")[0] for job_id in submitted(sweep)}
-    states = {row["JobID"]: row["State"] for row in accounting(array, cluster)}
+    states = {row["JobID"]: row["State"] for row in settled(array, cluster)}
     assert states[f"{array}_0"] == states[f"{array}_1"] == "COMPLETED"
 
 
