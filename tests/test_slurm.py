@@ -54,12 +54,14 @@ def submitted(sweep: Path) -> set[str]:
     return {log.parent.name for log in (sweep / ".submitit").glob("*/*_log.out")}
 
 
-def settled(job_id: str, env: dict[str, str], seconds: float = 60.0) -> list[dict[str, str]]:
+def settled(
+    job_id: str, env: dict[str, str], seconds: float = 60.0, duplicates: bool = False
+) -> list[dict[str, str]]:
     """sacct's rows of a job once none is still running: submitit returns as soon as a job has written its
     result, a moment before Slurm records the job's end."""
     deadline = time.monotonic() + seconds
     while True:
-        rows = accounting(job_id, env)
+        rows = accounting(job_id, env, duplicates)
         busy = any(row["State"] in ("PENDING", "RUNNING", "COMPLETING") for row in rows)
         if not busy or time.monotonic() > deadline:
             return rows
@@ -173,7 +175,7 @@ def test_a_preempted_job_checkpoints_requeues_and_resumes(cluster: dict[str, str
     saved = re.search(r"checkpointed epoch (\d+) step (\d+) to ", log)
     assert saved and 0 < int(saved[2]) < epochs * STEPS_PER_EPOCH, log[-2000:]
     assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in log
-    states = [row["State"] for row in accounting(job_id, cluster, duplicates=True) if row["JobID"] == job_id]
+    states = [row["State"] for row in settled(job_id, cluster, duplicates=True) if row["JobID"] == job_id]
     assert "REQUEUED" in states and states[-1] == "COMPLETED", states
     # every planned step ran once: a rerun epoch would add steps
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == epochs * STEPS_PER_EPOCH
