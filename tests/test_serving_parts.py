@@ -1,19 +1,22 @@
-"""The server's parts that need no running server: request parsing, settings, connection recycling and
-the Bento's requirements."""
+"""The server's parts that need no running server: request parsing, settings, batching, connection
+recycling and the Bento's requirements."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import threading
+import time
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bentoml.exceptions import ServiceUnavailable
 from PIL import Image
 from starlette.datastructures import FormData, Headers, UploadFile
 
-from lightyard.bentoml_adapter import available_cpus
+from lightyard.bentoml_adapter import adaptive_batcher, available_cpus
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
 from lightyard.serving import protocol
@@ -149,6 +152,55 @@ def closes(app: RecycleConnections, client: tuple[str, int]) -> bool:
 
     asyncio.run(app({"type": "http", "client": client}, None, send))
     return (b"connection", b"close") in headers
+
+
+def batched_calls(run, requests: list[np.ndarray], streams: int, max_latency_ms: int = 5000) -> list:
+    """The answers (or exceptions) of `requests` sent at once through `adaptive_batcher` over `run`."""
+
+    async def send() -> list:
+        classify = adaptive_batcher(
+            run, max_batch_size=32, max_latency_ms=max_latency_ms, streams=streams, name="test"
+        )
+        return await asyncio.gather(*(classify(batch) for batch in requests), return_exceptions=True)
+
+    return asyncio.run(send())
+
+
+def test_a_free_stream_takes_a_share_of_the_queue_and_answers_reach_their_requests() -> None:
+    """16 queued images on 2 streams: the first stream takes 16/(2·2) = 4 and leaves the rest for the
+    other stream (3 of 12), not one batch of 16 on one stream while the other idles."""
+    batches: list[int] = []
+    in_flight, most_in_flight, lock = [0], [0], threading.Lock()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with lock:
+            batches.append(len(batch))
+            in_flight[0] += 1
+            most_in_flight[0] = max(most_in_flight[0], in_flight[0])
+        time.sleep(0.02)
+        with lock:
+            in_flight[0] -= 1
+        return batch.reshape(len(batch), -1)[:, :1] * 2
+
+    answers = batched_calls(run, [np.full((1, 3), i, np.float32) for i in range(16)], streams=2)
+    assert [answer.item() for answer in answers] == [2.0 * i for i in range(16)]
+    assert batches[:2] == [4, 3] and sum(batches) == 16, batches
+    assert most_in_flight[0] == 2
+
+
+def test_requests_that_would_wait_past_max_latency_are_refused_and_none_is_lost() -> None:
+    """One stream busy for 0.2 s with the first share (20 of 40 images) while the latency bound is 50 ms:
+    the dispatcher refuses queued requests (503) rather than letting them wait; every request gets an
+    answer or a refusal."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        time.sleep(0.2)
+        return batch
+
+    answers = batched_calls(run, [np.ones((1, 2), np.float32)] * 40, streams=1, max_latency_ms=50)
+    kinds = [type(answer) for answer in answers]
+    assert kinds[:20] == [np.ndarray] * 20, kinds
+    assert ServiceUnavailable in kinds and set(kinds) == {np.ndarray, ServiceUnavailable}, kinds
 
 
 def test_connections_are_recycled_after_their_age(monkeypatch: pytest.MonkeyPatch) -> None:
