@@ -4,8 +4,10 @@ Closed loops (SingleStream with one connection, Offline with many) run `wrk`, a 
 Debian: a Lua script rotates a pool of multipart bodies. Open loop (Server) cannot be done with wrk, which
 sends the next request when the previous answer arrives and so hides stalls (coordinated omission): a
 small asyncio client (uvloop when installed) sends at Poisson-scheduled times over a pool of keep-alive
-connections and measures each latency from the *scheduled* send time. Both report the share of the
-machine's CPU the client itself used, so a reader can see how much it took from the server.
+connections and measures each latency from the *scheduled* send time. The same arrivals can call the
+server's batching and runtime in this process instead (`in_process_loop`): the bound any HTTP front end
+works under. Both report the share of the machine's CPU the client itself used, so a reader can see how
+much it took from the server.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,34 +178,33 @@ class _Connection(asyncio.Protocol):
         return await self.waiter
 
 
-async def _open_loop(host: str, port: int, requests: list[bytes], rate: float, seconds: float, seed: int):
+Send = Callable[[int], Awaitable[int]]  # the n-th request of a run → its HTTP status
+Measured = tuple[list[float], int, float, float]  # latencies (ms), errors, seconds sent over, late p99 (ms)
+
+
+async def _poisson(
+    send: Send, rate: float, seconds: float, seed: int
+) -> tuple[list[float], int, float, float]:
+    """Poisson arrivals at `rate` for `seconds`: latencies from each scheduled time (ms), errors, seconds
+    sent over, and how late the sender itself was at p99 (ms)."""
     loop = asyncio.get_running_loop()
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, int(rate * seconds * 1.2) + 10)
     offsets = np.cumsum(gaps)
     offsets = offsets[offsets < seconds]
-    idle: list[_Connection] = []
     latencies: list[float] = []
     lateness: list[float] = []
     errors = 0
 
-    async def one(scheduled: float, request: bytes) -> None:
+    async def one(scheduled: float, position: int) -> None:
         nonlocal errors
         lateness.append(1000.0 * (loop.time() - scheduled))
-        while idle and idle[-1].lost:
-            idle.pop()
-        connection = idle.pop() if idle else None
         try:
-            if connection is None:
-                _, connection = await loop.create_connection(_Connection, host, port)
-            status = await asyncio.wait_for(connection.send(request), 60)
+            status = await send(position)
         except (OSError, TimeoutError, ConnectionError):
             errors += 1
             return
         latencies.append(1000.0 * (loop.time() - scheduled))
-        if status != 200:
-            errors += 1
-        if connection.reusable and not connection.lost:
-            idle.append(connection)
+        errors += status != 200
 
     start = loop.time() + 0.05
     tasks = []
@@ -211,12 +213,32 @@ async def _open_loop(host: str, port: int, requests: list[bytes], rate: float, s
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(scheduled, requests[position % len(requests)])))
+        tasks.append(asyncio.ensure_future(one(scheduled, position)))
     await asyncio.gather(*tasks)
-    for connection in idle:
-        connection.transport.close()
     late_p99 = float(np.percentile(lateness, 99)) if lateness else 0.0
     return latencies, errors, float(offsets[-1]) if len(offsets) else seconds, late_p99
+
+
+async def _http_loop(host: str, port: int, requests: list[bytes], rate: float, seconds: float, seed: int):
+    loop = asyncio.get_running_loop()
+    idle: list[_Connection] = []
+
+    async def send(position: int) -> int:
+        while idle and idle[-1].lost:
+            idle.pop()
+        connection = idle.pop() if idle else None
+        if connection is None:
+            _, connection = await loop.create_connection(_Connection, host, port)
+        status = await asyncio.wait_for(connection.send(requests[position % len(requests)]), 60)
+        if connection.reusable and not connection.lost:
+            idle.append(connection)
+        return status
+
+    try:
+        return await _poisson(send, rate, seconds, seed)
+    finally:
+        for connection in idle:
+            connection.transport.close()
 
 
 def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, seed: int = 0) -> Run:
@@ -231,6 +253,28 @@ def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, seed: 
         + body
         for body in bodies
     ]
+    return _measured(lambda: _http_loop(host, int(port), requests, rate, seconds, seed))
+
+
+def in_process_loop(
+    call: Callable[[np.ndarray], Awaitable[np.ndarray]],
+    inputs: list[np.ndarray],
+    rate: float,
+    seconds: float,
+    seed: int = 0,
+) -> Run:
+    """The same Poisson arrivals, each awaiting `call(inputs[n])` in this process: what the server's
+    batching and runtime give with no HTTP in front of them."""
+
+    async def send(position: int) -> int:
+        await call(inputs[position % len(inputs)])
+        return 200
+
+    return _measured(lambda: _poisson(send, rate, seconds, seed))
+
+
+def _measured(run: Callable[[], Awaitable[Measured]]) -> Run:
+    """Runs an open loop on uvloop (when installed) with the collector off, and summarises it."""
     try:
         import uvloop
 
@@ -242,7 +286,7 @@ def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, seed: 
     gc.disable()
     cpu, wall = time.process_time(), time.perf_counter()
     try:
-        latencies, errors, sent, late = runner(_open_loop(host, int(port), requests, rate, seconds, seed))
+        latencies, errors, sent, late = runner(run())
     finally:
         gc.enable()
         gc.unfreeze()

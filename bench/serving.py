@@ -7,7 +7,8 @@ per request):
   the work itself takes: the runtime's own batch-1 latency plus decoding the image.
 - Server: Poisson arrivals at a fixed rate (open loop, latency from the scheduled send time); the highest
   rate whose p99 stays within 5× the runtime's batch-1 latency, searched, as a fraction of the runtime's
-  own throughput.
+  own throughput. The same search without HTTP (the server's batching and runtime called in this
+  process on decoded images) shows how much of the shortfall is the front end's.
 - Offline: saturation throughput with many connections (wrk), its efficiency against the runtime alone
   (same process layout, threads and largest batch), errors, and the mean batch size.
 Also: memory of the serving process tree and seconds from launch to the first 200 from /readyz, beside a
@@ -38,17 +39,19 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import psutil
-from loadgen import Run, Wrk, multipart, open_loop
+from loadgen import Run, Wrk, in_process_loop, multipart, open_loop
 from PIL import Image
 
 from lightyard.bentoml_adapter import available_cpus
 from lightyard.cpu import cpu_model, host_flags
 from lightyard.io import write_json_atomic
 from lightyard.registry import ModelStore, load
+from lightyard.serving.inference import batched_classifier
 from lightyard.serving.settings import ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,20 +247,21 @@ def batch_counters(url: str) -> tuple[float, float]:
     return images, calls
 
 
-def server_search(
-    url: str, bodies: list[bytes], capacity: float, bound_ms: float, seconds: float, trials: int
+def rate_search(
+    trial: Callable[[float, float, int], Run], capacity: float, bound_ms: float, seconds: float, trials: int
 ) -> dict:
-    """The highest Poisson rate (of `trials` tried, bisecting) with p99 ≤ bound and no errors."""
+    """The highest Poisson rate (of `trials` tried, bisecting) with p99 ≤ bound and no errors;
+    `trial(rate, seconds, seed)` runs one."""
     low, high, rate = 0.0, capacity, 0.6 * capacity
     best: dict = {"rate": 0.0, "p99_ms": None}
     runs: list[Run] = []
-    for trial in range(trials):
+    for seed in range(trials):
         # long enough for ~1,500 requests: a p99 from fewer is mostly noise
-        run = open_loop(f"{url}/predict", bodies, rate, min(20.0, max(seconds, 1500 / rate)), seed=trial)
+        run = trial(rate, min(20.0, max(seconds, 1500 / rate)), seed)
         runs.append(run)
         passed = run.errors == 0 and run.percentiles.get(99, float("inf")) <= bound_ms
         print(
-            f"    Server {rate:7.1f}/s: p99 {run.percentiles.get(99, float('nan')):8.1f} ms "
+            f"      {rate:7.1f}/s: p99 {run.percentiles.get(99, float('nan')):8.1f} ms "
             f"(bound {bound_ms:.1f}; the client sent {run.client_late_p99_ms:.1f} ms late at p99), "
             f"{run.errors} errors: {'ok' if passed else 'over'}",
             flush=True,
@@ -270,6 +274,28 @@ def server_search(
         rate = (low + high) / 2
     best["client_cpu_share"] = max((run.client_cpu_share for run in runs), default=0.0)
     return best
+
+
+def in_process_search(
+    tag: str, home: Path, runtime: str, settings: ServingSettings, inputs: np.ndarray, alone: dict, args
+) -> dict:
+    """The Server scenario without HTTP: the same arrivals call the server's batching and runtime
+    (`batched_classifier`, as a worker builds it) on decoded images in this process. What the runtime
+    and the batching allow on this machine, the bound for any front end."""
+    run = load(tag, store=ModelStore(home)).runner(runtime, settings.threads, settings.device)
+    images = [inputs[i : i + 1] for i in range(len(inputs))]
+
+    def trial(rate: float, seconds: float, seed: int) -> Run:  # a dispatcher belongs to one event loop
+        return in_process_loop(batched_classifier(run, settings), images, rate, seconds, seed)
+
+    print("    Server without HTTP (batching and runtime in one process):", flush=True)
+    return rate_search(
+        trial, alone["ips"], server_bound(alone, args), args.server_seconds, args.server_trials
+    )
+
+
+def server_bound(alone: dict, args: argparse.Namespace) -> float:
+    return args.server_p99_ms or SERVER_BOUND * alone["b1_ms"]
 
 
 def kill_probe(server: Server, bodies: list[bytes], rate: float) -> dict:
@@ -313,10 +339,14 @@ def scenarios(
         after = batch_counters(url)
         mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
     time.sleep(0.5 + 2 * args.clients / offline.rps)  # let the Offline run's last requests drain first
-    bound = args.server_p99_ms or SERVER_BOUND * alone["b1_ms"]
+    bound = server_bound(alone, args)
     # no open-loop rate above the closed-loop saturation can keep its latency bounded
     capacity = min(alone["ips"], offline.rps)
-    server_figures = server_search(url, bodies, capacity, bound, args.server_seconds, args.server_trials)
+    print("    Server (HTTP):", flush=True)
+    server_figures = rate_search(
+        lambda rate, seconds, seed: open_loop(f"{url}/predict", bodies, rate, seconds, seed),
+        capacity, bound, args.server_seconds, args.server_trials,
+    )  # fmt: skip
     figures = {
         "alone_ips": alone["ips"],
         "alone_batch": alone["batch"],
@@ -415,6 +445,9 @@ def main() -> None:
             f"{alone['b1_ms']:.2f} ms",
             flush=True,
         )
+        in_process = (
+            in_process_search(tag, home, runtime, settings, inputs, alone, args) if args.server_trials else {}
+        )
         port = free_port()
         server = Server(
             [str(BIN / "bentoml"), "serve", "--port", str(port)], {**env, "LIGHTYARD_RUNTIME": runtime},
@@ -423,8 +456,10 @@ def main() -> None:
         try:
             figures = scenarios(server, wrk, bodies, alone, decode_ms, args)
             figures.update(
-                server.memory(), cold_start_s=server.cold_start_s, loads_torch=server.loads_torch()
-            )
+                server.memory(), cold_start_s=server.cold_start_s, loads_torch=server.loads_torch(),
+                in_process_max_rate=in_process.get("rate"),
+                in_process_rate_fraction=in_process.get("rate", 0.0) / alone["ips"] if in_process else None,
+            )  # fmt: skip
             if position == 0:
                 figures["worker_kill"] = kill_probe(server, bodies, 0.3 * figures["offline_rps"])
         finally:
@@ -488,6 +523,7 @@ def report(results: dict) -> None:
         "SS ratio",
         "Server/s",
         "fraction",
+        "no HTTP",
         "errors",
     )
     print(f"\n{'':<26}" + "".join(f"{column:>10}" for column in head))
@@ -496,10 +532,13 @@ def report(results: dict) -> None:
             f"{f['alone_ips']:.1f}", f"{f['offline_rps']:.1f}", f"{f['efficiency']:.2f}",
             f"{f['single_stream_p50_ms']:.2f}", f"{f['single_stream_p90_ms']:.2f}",
             f"{f['single_stream_ratio']:.2f}",
-            f"{f['server_max_rate']:.1f}", f"{f['server_rate_fraction']:.2f}", str(f["errors"]),
+            f"{f['server_max_rate']:.1f}", f"{f['server_rate_fraction']:.2f}",
+            "–" if f.get("in_process_rate_fraction") is None else f"{f['in_process_rate_fraction']:.2f}",
+            str(f["errors"]),
         )  # fmt: skip
         print(f"{name:<26}" + "".join(f"{cell:>10}" for cell in cells))
-    print("(latencies in ms; alone: the runtime called directly in the server's layout; Offline with "
+    print("(latencies in ms; alone: the runtime called directly in the server's layout; no HTTP: the Server "
+          "fraction of the server's batching and runtime called in-process; Offline with "
           f"{results['clients']} connections; the load generator used at most "
           f"{results['client_cpu_share']:.0%} of the machine's CPU)")  # fmt: skip
 

@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import sys
-import threading
-from functools import partial
 from pathlib import Path
 
 import bentoml
@@ -30,14 +26,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from lightyard import __version__
-from lightyard.bentoml_adapter import adaptive_batcher, served_model_store, swagger_ui_assets
+from lightyard.bentoml_adapter import served_model_store, swagger_ui_assets
 from lightyard.cpu import int8_warning
 from lightyard.errors import UserError
-from lightyard.export.runtimes import Runner, check_onnx_device
+from lightyard.export.runtimes import check_onnx_device
 from lightyard.registry import ModelStore, RegisteredModel, load
 from lightyard.serving import protocol
 from lightyard.serving.balance import RecycleConnections
 from lightyard.serving.image import requirements
+from lightyard.serving.inference import batched_classifier
 from lightyard.serving.limits import BodyLimit, BodyTooLarge
 from lightyard.serving.protocol import RequestError, json_response
 from lightyard.serving.settings import IMAGE_FORMATS, ServingSettings, served_version
@@ -72,20 +69,6 @@ def settle_heap() -> None:
     garbage die young instead of being promoted into full collections."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-
-
-_niced = threading.local()
-
-
-def probabilities(run: Runner, nice: int, inputs: np.ndarray) -> np.ndarray:
-    """Called in the dispatcher's threads. The first call in each thread lowers that thread's priority
-    by `nice`: when every core is busy with runtime calls, the event loop still gets one at once to parse
-    the next request and send finished answers (ResNet-18 on 2 cores, `bench/serving.py`: FP32 Server
-    rate 0.32 → 0.40 of alone, INT8 SingleStream p90 1.31 → 1.26× and Offline 78 → 80% of alone)."""
-    if nice and not getattr(_niced, "done", False) and sys.platform == "linux":
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # a thread id: this thread only
-        _niced.done = True
-    return protocol.softmax(run(inputs))
 
 
 SETTINGS = ServingSettings.load()
@@ -161,13 +144,7 @@ class Lightyard:
         self.spec = SERVED.spec
         self.labels = SERVED.class_names()
         run = SERVED.runner(SETTINGS.runtime, SETTINGS.threads, SETTINGS.device)
-        self.classify = adaptive_batcher(
-            partial(probabilities, run, SETTINGS.runtime_nice),
-            max_batch_size=SETTINGS.max_batch_size,
-            max_latency_ms=SETTINGS.max_latency_ms,
-            streams=SETTINGS.stream_count,
-            name="lightyard",
-        )
+        self.classify = batched_classifier(run, SETTINGS)
         log.info(
             f"serving {SERVED.tag} with {SETTINGS.runtime} on {SETTINGS.device}: {SETTINGS.stream_count} "
             "runtime calls in flight "
