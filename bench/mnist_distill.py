@@ -14,7 +14,7 @@ it closes. Every run goes through `train(cfg)` with the experiment's own config 
 
     ../shared/data/unpack-mnist data          # once (the bench does it when data/MNIST is missing)
     python bench/mnist_distill.py [--pairs mlp cnn] [--seeds 3] [--home DIR] [--json PATH]
-                                  [--teacher-epochs N] [--student-epochs N]
+                                  [--teacher-epochs N] [--student-epochs N] [--kd OVERRIDE ...]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from lightyard.config import compose_train
@@ -105,6 +106,7 @@ def study(
     teacher_extra: list[str],
     student_extra: list[str],
     reuse: bool = False,
+    kd_extra: Sequence[str] = (),
 ) -> dict:
     names = PAIRS[pair]
     reference = compose_train([f"experiment={names['kd']}"], work / "compose").distill.teacher
@@ -123,7 +125,7 @@ def study(
     for seed in seeds:
         extra = [f"seed={seed}", "register.enabled=false", *student_extra]
         scratch.append(errors(names["scratch"], work / f"{pair}-scratch{seed}", extra)[0])
-        kd_errors, seconds = errors(names["kd"], work / f"{pair}-kd{seed}", extra)
+        kd_errors, seconds = errors(names["kd"], work / f"{pair}-kd{seed}", [*extra, *kd_extra])
         kd.append(kd_errors)
         print(f"  seed {seed}: scratch {scratch[-1]}, distilled {kd[-1]} errors ({seconds:.0f} s)")
     diffs = [s - k for s, k in zip(scratch, kd, strict=True)]  # errors saved by distillation
@@ -181,6 +183,10 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, help="override the teachers' trainer.max_epochs")
     parser.add_argument("--student-epochs", type=int, help="override the students' trainer.max_epochs")
     parser.add_argument(
+        "--kd", nargs="+", default=[], metavar="OVERRIDE",
+        help="Hydra overrides for the distilled students only, e.g. distill.alpha=0.5",
+    )  # fmt: skip
+    parser.add_argument(
         "--reuse-teachers", action="store_true", help="take teachers already registered in --home as they are"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -197,7 +203,9 @@ def main() -> None:
         os.environ["BENTOML_DO_NOT_TRACK"] = "true"
         for pair in args.pairs:
             seeds = list(range(args.seeds))
-            results[pair] = study(pair, seeds, Path(tmp), teacher_extra, student_extra, args.reuse_teachers)
+            results[pair] = study(
+                pair, seeds, Path(tmp), teacher_extra, student_extra, args.reuse_teachers, args.kd
+            )
     for pair, figures in results.items():
         report(pair, figures)
     print(f"\n{time.perf_counter() - started:.0f} s in all")
