@@ -182,9 +182,7 @@ Send = Callable[[int], Awaitable[int]]  # the n-th request of a run → its HTTP
 Measured = tuple[list[float], int, float, float]  # latencies (ms), errors, seconds sent over, late p99 (ms)
 
 
-async def _poisson(
-    send: Send, rate: float, seconds: float, seed: int
-) -> tuple[list[float], int, float, float]:
+async def _poisson(send: Send, rate: float, seconds: float, seed: int) -> Measured:
     """Poisson arrivals at `rate` for `seconds`: latencies from each scheduled time (ms), errors, seconds
     sent over, and how late the sender itself was at p99 (ms)."""
     loop = asyncio.get_running_loop()
@@ -219,7 +217,9 @@ async def _poisson(
     return latencies, errors, float(offsets[-1]) if len(offsets) else seconds, late_p99
 
 
-async def _http_loop(host: str, port: int, requests: list[bytes], rate: float, seconds: float, seed: int):
+async def _http_loop(
+    host: str, port: int, requests: list[bytes], rate: float, seconds: float, seed: int
+) -> Measured:
     loop = asyncio.get_running_loop()
     idle: list[_Connection] = []
 
@@ -267,7 +267,10 @@ def in_process_loop(
     batching and runtime give with no HTTP in front of them."""
 
     async def send(position: int) -> int:
-        await call(inputs[position % len(inputs)])
+        try:
+            await call(inputs[position % len(inputs)])
+        except Exception:  # refused (overload) or failed: an error, as a 503 or 500 is over HTTP
+            return 503
         return 200
 
     return _measured(lambda: _poisson(send, rate, seconds, seed))

@@ -445,9 +445,9 @@ def main() -> None:
             f"{alone['b1_ms']:.2f} ms",
             flush=True,
         )
-        in_process = (
-            in_process_search(tag, home, runtime, settings, inputs, alone, args) if args.server_trials else {}
-        )
+        # a small model's runtime outruns any client in this process: HTTP bounds it, nothing to separate
+        searched = args.server_trials and alone["b1_ms"] >= SMALL_MODEL_MS
+        in_process = in_process_search(tag, home, runtime, settings, inputs, alone, args) if searched else {}
         port = free_port()
         server = Server(
             [str(BIN / "bentoml"), "serve", "--port", str(port)], {**env, "LIGHTYARD_RUNTIME": runtime},

@@ -26,8 +26,8 @@ __all__ = [
 ]
 
 Batch = np.ndarray  # N×C×H×W model inputs
-QUEUE_SHARE = 2  # a free stream takes 1/(QUEUE_SHARE × streams) of the queue: see adaptive_batcher
 BatchFunction = Callable[[Batch], np.ndarray]
+QUEUE_SHARE = 2  # a free stream takes 1/(QUEUE_SHARE × streams) of the queue: see adaptive_batcher
 
 
 def swagger_ui_assets() -> Path:
