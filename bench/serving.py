@@ -8,7 +8,9 @@ per request):
 - Server: Poisson arrivals at a fixed rate (open loop, latency from the scheduled send time); the highest
   rate whose p99 stays within 5× the runtime's batch-1 latency, searched, as a fraction of the runtime's
   own throughput. The same search without HTTP (the server's batching and runtime called in this
-  process on decoded images) shows how much of the shortfall is the front end's.
+  process on decoded images) shows how much of the shortfall is the front end's, and the ceiling of an
+  ideal server (bench/queueing.py: the same layout's runtime calls and nothing else) what the machine
+  allows at all.
 - Offline: saturation throughput with many connections (wrk), its efficiency against the runtime alone
   (same process layout, threads and largest batch), errors, and the mean batch size.
 Also: memory of the serving process tree and seconds from launch to the first 200 from /readyz, beside a
@@ -46,6 +48,7 @@ import numpy as np
 import psutil
 from loadgen import Run, Wrk, in_process_loop, multipart, open_loop
 from PIL import Image
+from queueing import ceiling_rate
 
 from lightyard.bentoml_adapter import available_cpus
 from lightyard.cpu import cpu_model, host_flags
@@ -155,7 +158,8 @@ def runtime_alone(
         if ips > best["ips"]:
             best = {"ips": ips, "batch": batch}
     run = load(tag, store=ModelStore(home)).runner(runtime, settings.threads, settings.device)
-    return {**best, "b1_ms": median_ms(lambda: run(images[:1]), 60)}
+    calls = settings.worker_count * settings.stream_count
+    return {**best, "b1_ms": median_ms(lambda: run(images[:1]), 60), "calls": calls}
 
 
 def median_ms(call, repeats: int, warmup: int = 5) -> float:
@@ -177,7 +181,7 @@ def eager_alone(tag: str, home: Path, images: np.ndarray, device: str) -> dict:
     net = load(tag, store=ModelStore(home)).net().eval().to(device)
     with torch.inference_mode():
         b1 = median_ms(lambda: net(torch.from_numpy(images[:1]).to(device)).cpu(), 40)
-    return {"ips": 1000.0 / b1, "batch": 1, "b1_ms": b1}
+    return {"ips": 1000.0 / b1, "batch": 1, "b1_ms": b1, "calls": 1}
 
 
 class Server:
@@ -340,6 +344,7 @@ def scenarios(
         mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
     time.sleep(0.5 + 2 * args.clients / offline.rps)  # let the Offline run's last requests drain first
     bound = server_bound(alone, args)
+    ceiling = ceiling_rate(alone["b1_ms"], alone["calls"], bound)
     # no open-loop rate above the closed-loop saturation can keep its latency bounded
     capacity = min(alone["ips"], offline.rps)
     print("    Server (HTTP):", flush=True)
@@ -359,6 +364,8 @@ def scenarios(
         "server_max_rate": server_figures["rate"],
         "server_rate_fraction": server_figures["rate"] / alone["ips"],
         "server_p99_ms": server_figures["p99_ms"],
+        "server_ceiling_rate": ceiling,
+        "server_ceiling_fraction": ceiling / alone["ips"],
         "offline_rps": offline.rps,
         "offline_p50_ms": offline.percentiles.get(50),
         "offline_p99_ms": offline.percentiles.get(99),
@@ -371,7 +378,9 @@ def scenarios(
     print(
         f"    SingleStream p50 {single.percentiles[50]:.2f} ms, p90 {single.percentiles[90]:.2f} ms "
         f"({figures['single_stream_ratio']:.2f}× batch-1 + decode); Offline {offline.rps:.1f}/s "
-        f"({figures['efficiency']:.0%} of alone), {figures['errors']} errors",
+        f"({figures['efficiency']:.0%} of alone), {figures['errors']} errors; an ideal server "
+        f"({alone['calls']} calls of {alone['b1_ms']:.2f} ms side by side, nothing else) would reach "
+        f"{ceiling:.1f}/s in the Server scenario ({figures['server_ceiling_fraction']:.2f} of alone)",
         flush=True,
     )
     return figures
@@ -524,6 +533,7 @@ def report(results: dict) -> None:
         "Server/s",
         "fraction",
         "no HTTP",
+        "ideal",
         "errors",
     )
     print(f"\n{'':<26}" + "".join(f"{column:>10}" for column in head))
@@ -534,11 +544,12 @@ def report(results: dict) -> None:
             f"{f['single_stream_ratio']:.2f}",
             f"{f['server_max_rate']:.1f}", f"{f['server_rate_fraction']:.2f}",
             "–" if f.get("in_process_rate_fraction") is None else f"{f['in_process_rate_fraction']:.2f}",
-            str(f["errors"]),
+            f"{f['server_ceiling_fraction']:.2f}", str(f["errors"]),
         )  # fmt: skip
         print(f"{name:<26}" + "".join(f"{cell:>10}" for cell in cells))
     print("(latencies in ms; alone: the runtime called directly in the server's layout; no HTTP: the Server "
-          "fraction of the server's batching and runtime called in-process; Offline with "
+          "fraction of the server's batching and runtime called in-process; ideal: the Server fraction of a "
+          "server that only runs the model, in the same layout (M/D/c); Offline with "
           f"{results['clients']} connections; the load generator used at most "
           f"{results['client_cpu_share']:.0%} of the machine's CPU)")  # fmt: skip
 
@@ -569,7 +580,8 @@ def report(results: dict) -> None:
             (f"{name}: SingleStream p90 {f['single_stream_ratio']:.2f}× batch-1 + decode ≤ 1.3×",
              f["single_stream_ratio"] <= 1.3),
             *([] if not results["server_trials"] else [(
-                f"{name}: Server rate {f['server_rate_fraction']:.2f} of alone ≥ 0.6",
+                f"{name}: Server rate {f['server_rate_fraction']:.2f} of alone ≥ 0.6 (an ideal server: "
+                f"{f['server_ceiling_fraction']:.2f})",
                 f["server_rate_fraction"] >= 0.6,
             )]),
         ]  # fmt: skip
