@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lightyard.registry import ModelStore
@@ -45,6 +46,7 @@ def test_optuna_sweep_runs_trials_and_reports_the_best(tmp_path: Path) -> None:
     assert best["best_value"] == max(accuracies)
 
 
+@pytest.mark.launchers
 def test_submitit_local_launcher(tmp_path: Path) -> None:
     result = run_train(
         ["-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={tmp_path}", *QUICK],
@@ -59,6 +61,7 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
     )  # submitit's own job folder: it really went through submitit
 
 
+@pytest.mark.launchers
 def test_a_failed_submitit_job_is_one_line(tmp_path: Path) -> None:
     """What a job leaves behind (its own error line, its log) reaches the submitting shell as one line,
     the same way on SLURM (tests/test_slurm.py) as with local processes."""
@@ -72,6 +75,7 @@ def test_a_failed_submitit_job_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and Path(last.rsplit("its log: ", 1)[1]).is_file()
 
 
+@pytest.mark.launchers
 def test_ddp_spawn_inside_a_multirun(tmp_path: Path) -> None:
     result = run_train(
         ["-m", "trainer=ddp_spawn", "trainer.accelerator=cpu", f"hydra.sweep.dir={tmp_path}", *QUICK],
