@@ -3,9 +3,9 @@
 An ideal server does nothing but run the model: `servers` runtime calls side by side (the layout's
 streams), each request taking exactly the runtime's batch-1 latency, in arrival order, with no decoding,
 HTTP or dispatch around it, and no gain from batching. Under Poisson arrivals this is the M/D/c queue,
-simulated here. Its highest rate with p99 within the bound is what no front end can beat when batching
-does not make a call cheaper per image (ResNet-18 on a CPU: a batch of 8 costs 8 single calls), and it
-shows how much of the Server target the machine leaves to be won.
+simulated here. Its highest rate with p99 within the bound is what no front end can beat unless batching
+makes its calls cheaper per image (ResNet-18 on a 2-core CPU: by 7-10% at the best batch size, which
+`bench/serving.py` prints), and it shows how much of the Server target the machine leaves to be won.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ per request):
   rate whose p99 stays within 5× the runtime's batch-1 latency, searched, as a fraction of the runtime's
   own throughput. The same search without HTTP (the server's batching and runtime called in this
   process on decoded images) shows how much of the shortfall is the front end's, and the ceiling of an
-  ideal server (bench/queueing.py: the same layout's runtime calls and nothing else) what the machine
-  allows at all.
+  ideal server (bench/queueing.py: the same layout's batch-1 runtime calls and nothing else) what the
+  machine allows without batching's gain, which the alone figures per batch size show.
 - Offline: saturation throughput with many connections (wrk), its efficiency against the runtime alone
   (same process layout, threads and largest batch), errors, and the mean batch size.
 Also: memory of the serving process tree and seconds from launch to the first 200 from /readyz, beside a
@@ -140,9 +140,10 @@ def runtime_alone(
 ) -> dict:
     """Images/s of the runtime called directly in the server's layout (workers processes × streams calls
     × threads) on the decoded request images, at the best of batch 1, 8 and the largest batch; and its
-    batch-1 latency."""
+    batch-1 latency. `by_batch` (images/s per batch size) shows what batching gains the runtime, beyond the
+    Server scenario's ideal (bench/queueing.py), which calls it one image at a time."""
     context = multiprocessing.get_context("spawn")
-    best = {"ips": 0.0, "batch": 0}
+    by_batch = {}
     for batch in sorted({1, min(8, settings.max_batch_size), settings.max_batch_size}):
         start, counts = context.Barrier(settings.worker_count + 1), context.Value("l", 0)
         args = (tag, home, runtime, settings.device, settings.threads, settings.stream_count, images, batch,
@@ -154,12 +155,12 @@ def runtime_alone(
         began = time.perf_counter()
         for worker in workers:
             worker.join()
-        ips = counts.value / (time.perf_counter() - began)
-        if ips > best["ips"]:
-            best = {"ips": ips, "batch": batch}
+        by_batch[batch] = counts.value / (time.perf_counter() - began)
+    best = max(by_batch, key=by_batch.get)
     run = load(tag, store=ModelStore(home)).runner(runtime, settings.threads, settings.device)
     calls = settings.worker_count * settings.stream_count
-    return {**best, "b1_ms": median_ms(lambda: run(images[:1]), 60), "calls": calls}
+    b1_ms = median_ms(lambda: run(images[:1]), 60)
+    return {"ips": by_batch[best], "batch": best, "by_batch": by_batch, "b1_ms": b1_ms, "calls": calls}
 
 
 def median_ms(call, repeats: int, warmup: int = 5) -> float:
@@ -329,11 +330,17 @@ def kill_probe(server: Server, bodies: list[bytes], rate: float) -> dict:
     }
 
 
+def drain(clients: int, run: Run) -> None:
+    """Wait until what a closed loop of `clients` left queued in the server is done: the next scenario
+    must not measure it."""
+    time.sleep(0.5 + 2 * clients / max(run.rps, 1.0))
+
+
 def scenarios(
     server: Server, wrk: Wrk, bodies: list[bytes], alone: dict, decode_ms: float, args: argparse.Namespace
 ) -> dict:
     url = server.url
-    wrk.run(f"{url}/predict", args.clients, 3)  # warm-up: every code path, every batch size
+    drain(args.clients, wrk.run(f"{url}/predict", args.clients, 3))  # warm-up: every code path and batch size
     batched = status(f"{url}/metrics") == 200
     single = wrk.run(f"{url}/predict", 1, args.seconds)
     before = batch_counters(url) if batched else None
@@ -342,7 +349,7 @@ def scenarios(
     if before:
         after = batch_counters(url)
         mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-    time.sleep(0.5 + 2 * args.clients / offline.rps)  # let the Offline run's last requests drain first
+    drain(args.clients, offline)
     bound = server_bound(alone, args)
     ceiling = ceiling_rate(alone["b1_ms"], alone["calls"], bound)
     # no open-loop rate above the closed-loop saturation can keep its latency bounded
@@ -355,6 +362,7 @@ def scenarios(
     figures = {
         "alone_ips": alone["ips"],
         "alone_batch": alone["batch"],
+        "alone_ips_by_batch": alone.get("by_batch", {1: alone["ips"]}),
         "batch1_ms": alone["b1_ms"],
         "decode_ms": decode_ms,
         "single_stream_p50_ms": single.percentiles[50],
@@ -450,8 +458,9 @@ def main() -> None:
     for position, runtime in enumerate(args.runtime):
         alone = runtime_alone(tag, home, runtime, settings, inputs, seconds=4.0)
         print(
-            f"{runtime} alone: {alone['ips']:.1f} images/s (batch {alone['batch']}), batch 1 in "
-            f"{alone['b1_ms']:.2f} ms",
+            f"{runtime} alone: {alone['ips']:.1f} images/s (batch {alone['batch']}; "
+            + ", ".join(f"batch {batch}: {ips:.1f}/s" for batch, ips in alone["by_batch"].items())
+            + f"), batch 1 in {alone['b1_ms']:.2f} ms",
             flush=True,
         )
         # a small model's runtime outruns any client in this process: HTTP bounds it, nothing to separate
