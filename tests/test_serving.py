@@ -317,7 +317,9 @@ def test_torchscript_runtime_loads_torch_only_when_chosen(trained, tmp_path: Pat
     """Also the metrics setting: off, BentoML records no Prometheus metrics and has no /metrics route."""
     home = tmp_path / "bentoml"
     shutil.copytree(trained[1], home)
-    process, url = start_server([], home, ROOT, {"LIGHTYARD_RUNTIME": "torchscript", "LIGHTYARD_METRICS": "0"})
+    process, url = start_server(
+        [], home, ROOT, {"LIGHTYARD_RUNTIME": "torchscript", "LIGHTYARD_METRICS": "0"}
+    )
     try:
         assert httpx.get(f"{url}/info", timeout=30).json()["runtime"] == "torchscript"
         assert httpx.get(f"{url}/metrics", timeout=30).status_code == 404
