@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,7 @@ def test_mnist_experiment_on_idx_files(mnist_root: Path, tmp_path: Path) -> None
 
 
 def test_image_check_finds_truncated_and_foreign_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     good_png, good_jpeg = tmp_path / "good.png", tmp_path / "good.jpg"
     Image.new("RGB", (32, 32), (10, 200, 30)).save(good_png)
@@ -155,5 +156,14 @@ def test_image_check_finds_truncated_and_foreign_files(
     serial = unreadable(paths)
     monkeypatch.setattr(integrity, "PARALLEL_FROM", 10)  # the process pool, on a small folder
     monkeypatch.setattr(integrity, "CHUNK", 7)
-    assert unreadable(paths) == serial
+    logging.getLogger("lightyard").addHandler(caplog.handler)  # Hydra's logging config may stop propagation
+    try:
+        with caplog.at_level(logging.INFO, logger="lightyard"):
+            assert unreadable(paths) == serial
+    finally:
+        logging.getLogger("lightyard").removeHandler(caplog.handler)
+    progress = [
+        record.getMessage() for record in caplog.records if record.getMessage().startswith("checked ")
+    ]
+    assert progress and progress[-1] == "checked 100 of 100 images", progress  # the pool reports progress
     assert [path for path, _ in serial] == [cut_png, cut_jpeg, text] * 20

@@ -107,6 +107,33 @@ def test_bad_images_can_be_left_out_with_one_warning(tmp_path: Path) -> None:
     assert output.count("left out 1 unreadable image(s)") == 1, output[-2000:]
 
 
+def test_every_unreadable_image_of_every_split_is_in_one_report(tmp_path: Path) -> None:
+    """train/ and test/ folders with two broken files each: one error names the first three and counts
+    all four; with skip_bad_images, one warning counts them and the run goes on."""
+    root = tmp_path / "images"
+    for split, count in (("train", 40), ("test", 20)):
+        for i in range(count):
+            save_image(root / split / ("cat" if i % 2 else "dog") / f"{i}.png", "RGB", (24, 24), 4 * i)
+        whole = (root / split / "dog" / "0.png").read_bytes()
+        for n in range(2):
+            (root / split / "cat" / f"broken{n}.png").write_bytes(whole[: len(whole) // 2])
+    run = tmp_path / "run"
+    result = run_train(["data=imagefolder", f"data.root={root}", f"hydra.run.dir={run}", *FAST], cwd=tmp_path)
+    last = assert_user_error(
+        result, f"4 unreadable image(s) in {root}:", "and 1 more", "skip_bad_images=true"
+    )
+    assert last.count("broken") == 3 and result.returncode == 2 and not (run / "checkpoints").exists()
+
+    result = run_train(
+        ["data=imagefolder", f"data.root={root}", "data.skip_bad_images=true", *FAST], cwd=tmp_path
+    )
+    assert_ok(result)
+    output = result.stdout + result.stderr
+    assert output.count("unreadable image(s)") == 1 and "left out 4 unreadable image(s)" in output, output[
+        -2000:
+    ]
+
+
 @pytest.mark.parametrize(
     ("override", "takes"),
     [
@@ -123,11 +150,17 @@ def test_bad_images_can_be_left_out_with_one_warning(tmp_path: Path) -> None:
         ("prune.amount=1.5", "a number in (0, 1)"),
         ("quantize.max_drop=abc", "a number of accuracy points"),
         ("model.label_smoothing=true", "a number in [0, 1)"),
+        ("trainer.devices=0", "a whole number ≥ 1, -1 (all)"),
+        ("export.atol=0", "a number > 0"),
+        ("data=imagefolder data.skip_bad_images=flase", "true or false"),
+        ("register.stage=prod", "one of none, staging, production"),
+        ("callbacks=[default,early_stopping] callbacks.early_stopping.patience=-1", "a whole number ≥ 0"),
     ],
 )
 def test_a_mistyped_or_impossible_value_is_one_line(override: str, takes: str, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    result = run_train([override, f"hydra.run.dir={run}"], cwd=tmp_path, timeout=120)
-    key, value = override.split("=")
+    result = run_train([*override.split(), f"hydra.run.dir={run}"], cwd=tmp_path, timeout=120)
+    key, value = override.split()[-1].split("=")
     assert_user_error(result, f"{key}=", value, "is not accepted", takes)
     assert result.returncode == 2 and not (run / "checkpoints").exists()
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # the one line, nothing before it

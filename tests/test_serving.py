@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -93,6 +94,8 @@ def served(trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     (url, BENTOML_HOME, pid of `bentoml serve`)."""
     home = tmp_path_factory.mktemp("served") / "bentoml"
     shutil.copytree(trained[1], home)
+    store = ModelStore(home)
+    store.set_stage(store.versions()[0].tag, "production")  # as a deployment serves it
     process, url = start_server([], home, ROOT, LIMITS)
     yield url, home, process.pid
     stop(process)
@@ -295,7 +298,16 @@ def test_no_serving_process_loads_torch(served) -> None:
     url, home, pid = served
     post(url, "/predict", files=[("image", ("d.png", digit_png(), "image/png"))])
     post(url, "/predict_batch", files=[("image", ("d.png", digit_png(), "image/png"))] * 2)
-    for route in ("/health", "/info", "/metrics", "/docs.json"):
+    for route in (
+        "/health",
+        "/info",
+        "/metrics",
+        "/docs.json",
+        "/",
+        "/docs",
+        "/page/page.js",
+        "/openapi.json",
+    ):
         httpx.get(f"{url}{route}", timeout=30)
     tree = process_tree(pid)
     assert len(tree) >= 2  # the supervisor and at least one worker
@@ -459,44 +471,81 @@ def browser() -> Iterator[webdriver.Chrome]:
     chrome.quit()
 
 
+@pytest.fixture
+def screenshots(browser: webdriver.Chrome, request: pytest.FixtureRequest) -> Iterator[Callable[[str], None]]:
+    """`shot(name)` keeps a screenshot in ARTIFACTS; a failing test leaves one of where it stopped."""
+    yield lambda name: browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    report = getattr(request.node, "report_call", None)  # set by conftest's pytest_runtest_makereport
+    if report is not None and report.failed:
+        browser.save_screenshot(str(ARTIFACTS / f"FAILED-{request.node.name}.png"))
+
+
 def loaded_from(chrome: webdriver.Chrome) -> set[str]:
     """Where the page's resources came from: scheme and host of each."""
     names = chrome.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     return {"/".join(name.split("/")[:3]) for name in names}
 
 
-def test_the_page_shows_the_model_and_classifies_an_upload(served, trained, browser, tmp_path: Path) -> None:
+def test_the_page_shows_the_model_and_classifies_an_upload(
+    served, trained, browser, screenshots, tmp_path: Path
+) -> None:
     url, _, _ = served
     info = httpx.get(f"{url}/info").json()
+    spec = info["preprocess"]
     wait = WebDriverWait(browser, 30)
     browser.get(f"{url}/")
     wait.until(lambda chrome: chrome.find_element(By.ID, "tag").text == info["model"])
+    assert browser.find_element(By.ID, "stage").text == info["stage"] == "production"
+    terms, values = (
+        [e.text for e in browser.find_elements(By.CSS_SELECTOR, f"#model {tag}")] for tag in ("dt", "dd")
+    )
+    rows = dict(zip(terms, values, strict=True))
+    assert rows["runtime"] == f"{info['runtime']} on {info['device']}" and rows["input"] == "8×8, grayscale"
+    assert rows["resize"].startswith(spec["resize_policy"]) and f"{spec['mean'][0]:.3f}" in rows["normalize"]
+    assert browser.find_element(By.ID, "classes").text == ", ".join(spec["class_names"])
     page = browser.find_element(By.TAG_NAME, "body").text
-    assert info["runtime"] in page and "8×8, grayscale" in page and f"{url}/predict" in page
+    assert f"curl -F image=@digit.png {url}/predict" in page
     assert f"{info['metrics']['test/acc']:.4f}" in page
 
     datamodule, splits, module = digits_and_module(trained)
+    with torch.inference_mode():
+        classes = module(torch.stack([datamodule.datasets["test"][i][0] for i in (5, 6)])).argmax(1).tolist()
+    expected = [datamodule.spec.class_names[c] for c in classes]
     digit = tmp_path / "digit.png"
     digit.write_bytes(png(splits.test_source.images[splits.test[5]]))
-    with torch.inference_mode():
-        expected = datamodule.spec.class_names[int(module(datamodule.datasets["test"][5][0][None]).argmax(1))]
-    browser.find_element(By.ID, "file").send_keys(str(digit))
+    browser.find_element(By.ID, "file").send_keys(str(digit))  # the file picker
     wait.until(lambda chrome: chrome.find_elements(By.CSS_SELECTOR, "#predictions li"))
     first = browser.find_element(By.CSS_SELECTOR, "#predictions li")
-    assert first.get_attribute("data-label") == expected and "%" in first.text
+    assert first.get_attribute("data-label") == expected[0] and "%" in first.text
     assert browser.find_element(By.ID, "preview").get_attribute("src").startswith("blob:")
-    browser.save_screenshot(str(ARTIFACTS / "page.png"))
+    screenshots("page")
 
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
     browser.find_element(By.ID, "file").send_keys(str(notes))
     wait.until(lambda chrome: chrome.find_element(By.ID, "error").is_displayed())
     assert "not a readable image: notes.txt" in browser.find_element(By.ID, "error").text
-    browser.save_screenshot(str(ARTIFACTS / "page-error.png"))
+    screenshots("page-error")
+
+    dropped = base64.b64encode(png(splits.test_source.images[splits.test[6]])).decode()
+    browser.execute_script(DROP_FILE, dropped, "dropped.png")  # drag and drop, as a file manager sends it
+    wait.until(lambda chrome: chrome.find_element(By.ID, "result").is_displayed())
+    first = browser.find_element(By.CSS_SELECTOR, "#predictions li")
+    assert first.get_attribute("data-label") == expected[1]
+    assert not browser.find_element(By.ID, "error").is_displayed()
     assert loaded_from(browser) == {url}  # nothing from the internet
 
 
-def test_the_api_docs_render_offline(served, browser) -> None:
+DROP_FILE = """
+const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+const files = new DataTransfer();
+files.items.add(new File([bytes], arguments[1], { type: "image/png" }));
+document.getElementById("drop").dispatchEvent(
+  new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true }));
+"""
+
+
+def test_the_api_docs_render_offline(served, browser, screenshots) -> None:
     url, _, _ = served
     browser.get(f"{url}/docs")
     WebDriverWait(browser, 30).until(
@@ -506,7 +555,7 @@ def test_the_api_docs_render_offline(served, browser) -> None:
     assert {"/predict", "/predict_batch", "/info", "/health"} <= set(paths)
     tags = [element.text for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-tag")]
     assert [tag.split()[0] for tag in tags] == ["prediction", "model", "health"]
-    browser.save_screenshot(str(ARTIFACTS / "docs.png"))
+    screenshots("docs")
     assert loaded_from(browser) == {url}
     document = httpx.get(f"{url}/openapi.json").json()
     assert document["info"]["title"] == "lightyard" and document["info"]["version"] == lightyard.__version__

@@ -74,6 +74,11 @@ def one_of(key: str, choices: tuple, nullable: bool = False) -> Rule:
     )
 
 
+def flag(key: str, nullable: bool = False) -> Rule:
+    """A switch: YAML's true/false, never a word that merely looks like one (`flase` would be truthy)."""
+    return Rule(key, lambda v: isinstance(v, bool), "true or false", nullable)
+
+
 def _devices(value: Any) -> bool:
     if isinstance(value, str):
         return value == "auto" or all(part.strip().isdigit() for part in value.split(",") if part.strip())
@@ -83,6 +88,8 @@ def _devices(value: Any) -> bool:
 
 
 RULES = (
+    flag("train"),
+    flag("test"),
     Rule(
         "trainer.max_epochs",
         lambda v: _whole(v) and (v >= 1 or v == -1),
@@ -98,6 +105,10 @@ RULES = (
     whole("trainer.check_val_every_n_epoch", 1, nullable=True),
     whole("trainer.log_every_n_steps", 1, nullable=True),
     number("trainer.gradient_clip_val", 0, nullable=True),
+    Rule(
+        "trainer.deterministic", lambda v: isinstance(v, bool) or v == "warn", "true, false or 'warn'", True
+    ),
+    flag("trainer.sync_batchnorm"),
     whole("data.batch_size", 1),
     whole("data.num_workers", 0),
     whole("data.image_size", 1),
@@ -105,11 +116,17 @@ RULES = (
     number("data.val_fraction", 0, 1),
     number("data.test_fraction", 0, 1),
     whole("data.split_seed", 0),
+    flag("data.download"),
+    flag("data.skip_bad_images"),
+    flag("data.pin_memory"),
     number("model.optimizer.lr", 0, low_open=True),
     number("model.optimizer.weight_decay", 0),
     number("model.optimizer.momentum", 0, 1),
     number("model.label_smoothing", 0, 1),
     number("model.net.dropout", 0, 1),
+    whole("model.net.width", 1),
+    whole("callbacks.early_stopping.patience", 0),
+    number("callbacks.early_stopping.min_delta", 0),
     number("distill.temperature", 0, low_open=True),
     number("distill.alpha", 0, 1, high_open=False),
     number("prune.amount", 0, 1, low_open=True),
@@ -117,12 +134,16 @@ RULES = (
     whole("prune.start_epoch", 0),
     whole("prune.every", 1),
     Rule("prune.max_drop", _number, "a number of accuracy points (negative: the model must gain)"),
+    flag("prune.lottery_ticket"),
     one_of("quantize.mode", ("static", "dynamic")),
     whole("quantize.calibration_batches", 1),
     Rule("quantize.max_drop", _number, "a number of accuracy points (negative: the model must gain)"),
     number("export.atol", 0, low_open=True),
     whole("export.images", 1),
     whole("export.opset", 7, nullable=True),
+    flag("export.enabled"),
+    flag("register.enabled"),
+    one_of("register.stage", ("none", "staging", "production"), nullable=True),
     whole("seed", 0, nullable=True),
 )
 

@@ -75,8 +75,9 @@ class ImageFolderDataModule(ImageDataModule):
             )
         return names
 
-    def scan(self, folder: Path) -> FileImages:
-        """All images under `folder/<class>/`, labelled by the class folder's position in `class_names`."""
+    def scan(self, folder: Path) -> tuple[FileImages, dict[Path, str]]:
+        """The readable images under `folder/<class>/`, labelled by the class folder's position in
+        `class_names`, and the unreadable ones with their reasons."""
         paths, labels = [], []
         for label, name in enumerate(self.class_names):
             class_dir = folder / name
@@ -98,18 +99,20 @@ class ImageFolderDataModule(ImageDataModule):
                 f"{folder} has class folders {unknown} that train/ lacks: every split needs the same classes"
             )
         bad = dict(unreadable(paths, f"images in {folder}"))
+        kept = [i for i, path in enumerate(paths) if path not in bad]
+        return FileImages([paths[i] for i in kept], [labels[i] for i in kept]), bad
+
+    def check_images(self, bad: dict[Path, str]) -> None:
+        """Every unreadable file of the data set in one report: the run stops, or they are left out."""
         if bad and not self.skip_bad_images:
             named = ", ".join(f"{path} ({reason})" for path, reason in list(bad.items())[:3])
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
             raise UserError(
-                f"{len(bad)} unreadable image(s) in {folder}: {named}{more}: replace or delete them, or pass "
-                "data.skip_bad_images=true to leave them out"
+                f"{len(bad)} unreadable image(s) in {self.root}: {named}{more}: replace or delete them, or "
+                "pass data.skip_bad_images=true to leave them out"
             )
         if bad:
-            log.warning(f"left out {len(bad)} unreadable image(s) of {folder} (data.skip_bad_images=true)")
-            kept = [i for i, path in enumerate(paths) if path not in bad]
-            paths, labels = [paths[i] for i in kept], [labels[i] for i in kept]
-        return FileImages(paths, labels)
+            log.warning(f"left out {len(bad)} unreadable image(s) of {self.root} (data.skip_bad_images=true)")
 
     @cached_property
     def spec(self) -> PreprocessSpec:
@@ -129,15 +132,18 @@ class ImageFolderDataModule(ImageDataModule):
 
         `val_fraction` and `test_fraction` are fractions of the images they are split from.
         """
-        pool = self.scan(self.folders.get("train", self.folders.get("all")))
-        if "val" not in self.folders and "test" not in self.folders:
+        scanned = {name: self.scan(folder) for name, folder in self.folders.items()}
+        self.check_images({path: reason for _, bad in scanned.values() for path, reason in bad.items()})
+        images = {name: found for name, (found, _) in scanned.items()}
+        pool = images.get("train", images.get("all"))
+        if "val" not in images and "test" not in images:
             train, val, test = self.split_three_ways(pool.labels)
             return Splits(pool, train, pool, val, pool, test)
         train = list(range(len(pool)))
         held_out = {}
         for name, fraction in (("val", self.val_fraction), ("test", self.test_fraction)):
-            if name in self.folders:
-                source = self.scan(self.folders[name])
+            if name in images:
+                source = images[name]
                 held_out[name] = (source, list(range(len(source))))
             else:  # the other split has its own folder, so the pool is still whole here
                 train, indices = self.split(pool.labels, fraction)
