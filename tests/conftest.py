@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,16 @@ from lightyard.config import CONF_DIR, compose_train
 ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["CONF_DIR", "compose_train"]
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Each phase's report on the test item (`item.report_call`), for fixtures that act on failures."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +55,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subpr
     )
     assert_ok(result)
     return run_dir, home, result
+
+
+@pytest.fixture(scope="session")
+def single_process_acc(tmp_path_factory: pytest.TempPathFactory) -> float:
+    """The test accuracy of the default digits run (30 epochs) in one process: what the same run spread
+    over two nodes must reach, within 0.5 points."""
+    root = tmp_path_factory.mktemp("single")
+    args = ["trainer.accelerator=cpu", "export.enabled=false", "register.enabled=false", *QUIET]
+    result = run_train([*args, f"hydra.run.dir={root / 'run'}"], cwd=root, env={"BENTOML_HOME": str(root)})
+    assert_ok(result)
+    return json.loads((root / "run" / "metrics.json").read_text())["test/acc"]
 
 
 @pytest.fixture

@@ -33,7 +33,10 @@ DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", *(f"slurmd-{node}" for
 
 
 class ClusterError(RuntimeError):
-    """Why the cluster cannot run here, in one line."""
+    """Why the cluster cannot run here, in one line (a daemon's own stderr folded into it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
 
 
 def free_ports(count: int) -> list[int]:
@@ -182,6 +185,14 @@ def up(folder: Path = DEFAULT_DIR) -> Path:
     install()
     down(folder)
     shutil.rmtree(folder, ignore_errors=True)
+    try:
+        return _start_all(folder)
+    except BaseException:  # a daemon that did not come up: stop the ones that did
+        down(folder)
+        raise
+
+
+def _start_all(folder: Path) -> Path:
     for sub in ("state", "db", *(f"spool/{node}" for node in NODES)):
         (folder / sub).mkdir(parents=True)
     ports = write_configs(folder)
@@ -254,8 +265,30 @@ def down(folder: Path = DEFAULT_DIR) -> None:
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
         pid_file.unlink()
-    subprocess.run(["pkill", "-f", f"slurmstepd.*{folder}"], check=False)
+    for pid, name in left_running(folder):  # job steps (slurmstepd) outlive their slurmd
+        if name.startswith("slurm"):
+            os.kill(pid, signal.SIGKILL)
     remove_hosts_line()
+
+
+def left_running(folder: Path) -> list[tuple[int, str]]:
+    """(pid, name) of the processes still running with this cluster's SLURM_CONF: its daemons, their job
+    steps and the jobs' tasks all inherit it (this process and its parents aside)."""
+    marker = f"SLURM_CONF={folder / 'slurm.conf'}".encode()
+    ours, pid = set(), os.getpid()
+    while pid > 1:
+        ours.add(pid)
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in ours:
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0") and _alive(int(entry.name)):
+                found.append((int(entry.name), (entry / "comm").read_text().strip()))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
 
 
 def _alive(pid: int) -> bool:

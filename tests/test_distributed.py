@@ -19,6 +19,8 @@ from tests.conftest import QUIET, ROOT, assert_ok, assert_user_error, compose_tr
 from tests.tensorboard_reader import read_events
 
 STEPS_PER_EPOCH = 20  # 1,257 images / global batch 64: each of 2 ranks takes 32 per step
+DEFAULT_EPOCHS = 30  # trainer.max_epochs of conf/trainer/default.yaml
+ENVIRONMENTS = {"torchrun": "TorchElasticEnvironment", "lightning-env": "LightningEnvironment"}
 
 
 def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
@@ -56,10 +58,8 @@ def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
     assert read_events(run / "tensorboard").Scalars("test/acc")[-1].value == metrics["test/acc"]
     assert result.stdout.count("[lightyard][INFO] - results in") == 1  # printed by rank zero only
     # exported and registered once, by rank zero
-    assert all(
-        entry["passed"]
-        for entry in json.loads((run / "export" / "export.json").read_text())["formats"].values()
-    )
+    formats = json.loads((run / "export" / "export.json").read_text())["formats"]
+    assert formats and all(entry["passed"] for entry in formats.values())
     assert len(ModelStore().versions("digits-cnn")) == 1
 
     # metrics are synchronised across ranks: the 2-process test accuracy is that of the whole test set
@@ -91,10 +91,16 @@ def node_command(launcher: str, rank: int, port: int) -> tuple[list[str], dict[s
 
 @pytest.mark.multinode
 @pytest.mark.parametrize("launcher", ["torchrun", "lightning-env"])
-def test_two_nodes_make_one_run(launcher: str, tmp_path: Path) -> None:
+def test_two_nodes_make_one_run(launcher: str, tmp_path: Path, single_process_acc: float) -> None:
+    """The default run (30 epochs) on two nodes: one run, and the single-process accuracy."""
     run = tmp_path / "run"
-    args = ["trainer.num_nodes=2", "trainer.devices=1", "trainer.accelerator=cpu", "trainer.max_epochs=2",
-            f"hydra.run.dir={run}", *QUIET]  # fmt: skip
+    args = [
+        "trainer.num_nodes=2",
+        "trainer.devices=1",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={run}",
+        *QUIET,
+    ]
     port = free_port()
     nodes = []
     for rank in (0, 1):
@@ -113,18 +119,21 @@ def test_two_nodes_make_one_run(launcher: str, tmp_path: Path) -> None:
     for node, output in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, output[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
+    world = f"distributed: {ENVIRONMENTS[launcher]}, world size 2 = 2 node(s) × 1 device(s)"
+    assert world in (run / "train.log").read_text()
 
     assert sorted(path.name for path in tmp_path.iterdir()) == ["bentoml", "run"]  # no second run dir
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS_PER_EPOCH
+    assert (
+        read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == DEFAULT_EPOCHS * STEPS_PER_EPOCH
+    )
     event_files = list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert event_files and len({f.name.split(".")[-2] for f in event_files}) == 1  # one writer: rank zero
     metrics = json.loads((run / "metrics.json").read_text())
     assert read_events(run / "tensorboard").Scalars("test/acc")[-1].value == metrics["test/acc"]
-    assert all(
-        entry["passed"]
-        for entry in json.loads((run / "export" / "export.json").read_text())["formats"].values()
-    )
+    assert abs(metrics["test/acc"] - single_process_acc) <= 0.005, (metrics["test/acc"], single_process_acc)
+    formats = json.loads((run / "export" / "export.json").read_text())["formats"]
+    assert formats and all(entry["passed"] for entry in formats.values())
     assert len(ModelStore().versions("digits-cnn")) == 1
     assert sum(output.count("[lightyard][INFO] - results in") for output in outputs) == 1
 

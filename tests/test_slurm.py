@@ -35,6 +35,7 @@ def cluster() -> Iterator[dict[str, str]]:
         pytest.skip(f"no SLURM test cluster here: {err}")
     yield slurm_cluster.environment(slurm_cluster.DEFAULT_DIR)
     slurm_cluster.down()
+    assert slurm_cluster.left_running(slurm_cluster.DEFAULT_DIR) == []  # nothing outlives the tests
 
 
 def submit(args: list[str], tmp_path: Path, env: dict[str, str], timeout: int = 420):
@@ -84,8 +85,12 @@ def accounting(job_id: str, env: dict[str, str], duplicates: bool = False) -> li
     return [dict(zip(header.split("|"), row.split("|"), strict=True)) for row in rows]
 
 
-def test_a_multi_node_job_trains_one_model(cluster: dict[str, str], tmp_path: Path) -> None:
-    result = submit(["trainer.num_nodes=2", "trainer.devices=1", *FAST], tmp_path, cluster)
+def test_a_multi_node_job_trains_one_model(
+    cluster: dict[str, str], tmp_path: Path, single_process_acc: float
+) -> None:
+    """The default run (30 epochs) as one 2-node job: one model, and the single-process accuracy."""
+    args = ["trainer.num_nodes=2", "trainer.devices=1", "trainer.accelerator=cpu", *QUIET]
+    result = submit(args, tmp_path, cluster)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = sweep_dir(tmp_path)
     run = sweep / "0"
@@ -97,7 +102,7 @@ def test_a_multi_node_job_trains_one_model(cluster: dict[str, str], tmp_path: Pa
     assert (allocation["State"], allocation["NNodes"]) == ("COMPLETED", "2")
     assert allocation["NodeList"] == "lightyard-node[1-2]"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["test/acc"] > 0.5
+    assert abs(metrics["test/acc"] - single_process_acc) <= 0.005, (metrics["test/acc"], single_process_acc)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert len(ModelStore().versions("digits-cnn")) == 1
 
@@ -126,6 +131,32 @@ def test_a_failing_job_is_one_line_in_bounded_time(cluster: dict[str, str], tmp_
     assert Path(last.rsplit("its log: ", 1)[1]).is_file()
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 180
+
+
+def test_a_job_killed_on_the_cluster_is_one_line_in_bounded_time(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """A job that dies without writing a result (cancelled here, as an administrator or a node failure
+    would end it) is reported from Slurm's accounting, not waited for."""
+    tmp_path.mkdir(exist_ok=True)
+    submitting = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_slurm",
+         f"paths.log_dir={tmp_path / 'logs'}", "trainer.accelerator=cpu", *QUIET],
+        cwd=tmp_path, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("logs/multirun/*/0/checkpoints/last.ckpt")):  # it is training
+        assert time.monotonic() < deadline and submitting.poll() is None, "the job did not start training"
+        time.sleep(0.5)
+    (job_id,) = submitted(sweep_dir(tmp_path))
+    subprocess.run(["scancel", job_id], env=cluster, check=True)
+    cancelled = time.monotonic()
+    _, stderr = submitting.communicate(timeout=180)
+    assert time.monotonic() - cancelled < 90
+    assert submitting.returncode == 2, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: job {job_id}") and "CANCELLED" in last, last
+    assert "Traceback" not in stderr
 
 
 def test_a_refused_submission_is_one_line(cluster: dict[str, str], tmp_path: Path) -> None:
@@ -175,13 +206,18 @@ def test_a_preempted_job_checkpoints_requeues_and_resumes(cluster: dict[str, str
     saved = re.search(r"checkpointed epoch (\d+) step (\d+) to ", log)
     assert saved and 0 < int(saved[2]) < epochs * STEPS_PER_EPOCH, log[-2000:]
     assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in log
-    states = [row["State"] for row in settled(job_id, cluster, duplicates=True) if row["JobID"] == job_id]
+    resumed = re.search(r"resumed at epoch (\d+) step (\d+)", log)
+    assert resumed and resumed.groups() == saved.groups(), log[-2000:]
+    rows = [row for row in settled(job_id, cluster, duplicates=True) if row["JobID"] == job_id]
+    states = [row["State"] for row in rows]
     assert "REQUEUED" in states and states[-1] == "COMPLETED", states
-    # every planned step ran once: a rerun epoch would add steps
+    assert {row["NNodes"] for row in rows} == {"2"}, rows  # the rerun is a 2-node job too
+    # the steps before the signal plus those after the resume point are the planned ones: none ran twice
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == epochs * STEPS_PER_EPOCH
     finished = json.loads((run / "metrics.json").read_text())
     unpreempted = json.loads((sweep_dir(tmp_path / "twin") / "0" / "metrics.json").read_text())
-    assert abs(finished["test/acc"] - unpreempted["test/acc"]) <= 0.03, (finished, unpreempted)
+    # within noise: seeds alone move the default run between 0.9889 and 0.9963 (README, quick start)
+    assert abs(finished["test/acc"] - unpreempted["test/acc"]) <= 0.01, (finished, unpreempted)
 
 
 def test_a_plain_sbatch_job_is_requeued_by_the_callback(cluster: dict[str, str], tmp_path: Path) -> None:

@@ -38,6 +38,10 @@ class Preemption(L.Callback):
             self._before = signal.signal(self.signal, self._take_note)
             self.active = True
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path and trainer.is_global_zero:  # where the restored state continues: checked
+            log.info(f"resumed at epoch {trainer.current_epoch} step {trainer.global_step}")
+
     def _take_note(self, signum: int, frame: object) -> None:
         self.requested = True
         log.warning(f"{self.signal.name} received: checkpointing after this step, then requeueing")
