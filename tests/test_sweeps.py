@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lightyard.launchers import job_failure
 from lightyard.registry import ModelStore
 from tests.conftest import QUIET, assert_ok, assert_user_error, run_train
 
@@ -73,6 +74,21 @@ def test_a_failed_submitit_job_is_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     last = assert_user_error(result, "failed: data root", "does not exist", "its log: ")
     assert result.returncode == 2 and Path(last.rsplit("its log: ", 1)[1]).is_file()
+
+
+def test_a_job_that_left_no_result_is_named_by_its_state() -> None:
+    """submitit's report of a job that ended without a result (cancelled, its node lost) heads the job's
+    stream with "Error stream produced:": the reason is Slurm's state, or an exception the stream shows."""
+    report = (
+        "Job 5 (task: 0) with path /runs/.submitit/5/5_0_result.pkl\n"
+        "has not produced any output (state: CANCELLED)\nError stream produced:\n" + "-" * 40 + "\n"
+        "srun: got SIGCONT\n"
+        "slurmstepd-node1: error: *** JOB 5 ON node1 CANCELLED AT 2026-11-27T22:52:41 ***\n"
+    )
+    where = "its log: /runs/.submitit/5/5_0_log.err"
+    assert job_failure(report, "/runs/.submitit/%j") == f"job 5 failed: it ended CANCELLED; {where}"
+    crashed = report.replace("srun: got SIGCONT", "Traceback (most recent call last):\nRuntimeError: boom")
+    assert job_failure(crashed, "/runs/.submitit/%j") == f"job 5 failed: RuntimeError: boom; {where}"
 
 
 @pytest.mark.launchers

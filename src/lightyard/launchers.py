@@ -5,7 +5,7 @@ plugins.
 A job that fails on the cluster reaches the submitting shell through submitit as a multi-line error
 with the job's traceback or stderr inside; a job whose task function raised comes back as a failed
 `JobReturn` that Hydra turns into a traceback. Here each becomes `error: SLURM job 12_0 failed: <the
-job's own one-line error or last exception line>; its log: <path>`, exit 2. Waiting stays bounded:
+job's own one-line error, its last exception line, or the state Slurm ended it in>; its log: <path>`, exit 2. Waiting stays bounded:
 submitit reads the job's state from `sacct` at most every half of the job's age (10 minutes at most),
 so a job that dies early is noticed early.
 """
@@ -23,6 +23,9 @@ from lightyard.errors import UserError, first_line
 _JOB = re.compile(r"Job (?P<id>[\w-]+) \(task: ?(?P<task>\d+)\)")
 _LOG = re.compile(r"(?P<path>\S*/(?P<id>[\w-]+?)_(?P<task>\d+)_log\.err)")
 _EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+_STREAM_RULE = (
+    "-" * 40
+)  # submitit: "... has not produced any output (state: X)", "Error stream produced:", rule
 
 
 def job_failure(message: str, folder: str) -> str:
@@ -32,8 +35,11 @@ def job_failure(message: str, folder: str) -> str:
     log, job = _LOG.search(message), _JOB.search(message)
     if not (log or job):  # sbatch refused the jobs: its own message is the reason
         return f"the jobs could not be submitted: {lines[-1] if lines else 'no reason given'}"
-    ours = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-    raised = [line for line in lines if _EXCEPTION.match(line)]
+    # submitit's own words come first, then a rule, then the job's stream: reasons are read from the stream
+    _, rule, stream = message.partition(_STREAM_RULE)
+    job_lines = [line.strip() for line in (stream if rule else message).splitlines() if line.strip()]
+    ours = [line.removeprefix("error: ") for line in job_lines if line.startswith("error: ")]
+    raised = [line for line in job_lines if _EXCEPTION.match(line)]
     state = re.search(r"state: (\w+)", message)
     reason = (ours or raised or [f"it ended {state[1] if state else 'without a result'}"])[-1]
     found = log or job
