@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 
@@ -24,3 +25,12 @@ def hparams_of(accumulator: EventAccumulator) -> tuple[dict[str, object], set[st
         kind = value.WhichOneof("kind")
         values[name] = getattr(value, kind)
     return values, {info.name.tag for info in experiment.metric_infos}
+
+
+def graph_count(log_dir: Path) -> int:
+    """How many model graphs all event files of a run hold (each process and each resume writes its own)."""
+    return sum(
+        event.HasField("graph_def")
+        for path in log_dir.glob("events.out.tfevents.*")
+        for event in EventFileLoader(str(path)).Load()
+    )

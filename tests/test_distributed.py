@@ -16,7 +16,7 @@ from lightyard.models.checkpoints import read_checkpoint
 from lightyard.registry import ModelStore
 from lightyard.training import train
 from tests.conftest import QUIET, ROOT, assert_ok, assert_user_error, compose_train, run_train
-from tests.tensorboard_reader import read_events
+from tests.tensorboard_reader import graph_count, read_events
 
 STEPS_PER_EPOCH = 20  # 1,257 images / global batch 64: each of 2 ranks takes 32 per step
 DEFAULT_EPOCHS = 30  # trainer.max_epochs of conf/trainer/default.yaml
@@ -50,6 +50,7 @@ def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
     ]
     event_files = list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert event_files and len({f.name.split(".")[-2] for f in event_files}) == 1  # one writer pid: rank zero
+    assert graph_count(run / "tensorboard") == 1
 
     # the global batch of 64 was split into 2 × 32: the step count per epoch is the single-process one
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS_PER_EPOCH

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from lightyard.models.checkpoints import read_checkpoint
 from lightyard.training import train
 from tests.conftest import QUIET, compose_train
-from tests.tensorboard_reader import hparams_of, read_events
+from tests.tensorboard_reader import graph_count, hparams_of, read_events
 
 STEPS_PER_EPOCH = 20  # 1,257 digits training images / batch 64
 
@@ -74,9 +73,7 @@ def test_tensorboard_holds_scalars_images_and_hparams(short_run: tuple[Path, dic
     assert {"test/acc", "val/acc_best"} <= metric_tags
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
     # the network's graph, once, traced from the net itself (the Graphs tab)
-    graphs = [event for path in (run_dir / "tensorboard").glob("events.out.tfevents.*")
-              for event in EventFileLoader(str(path)).Load() if event.HasField("graph_def")]  # fmt: skip
-    assert len(graphs) == 1
+    assert graph_count(run_dir / "tensorboard") == 1
     nodes = events.Graph().node
     assert {"aten::_convolution", "aten::batch_norm", "aten::linear"} <= {node.op for node in nodes}
     assert any(node.name.startswith("SmallCNN/") for node in nodes)
@@ -128,3 +125,4 @@ def test_rerunning_into_a_run_dir_resumes_it(tmp_path: Path) -> None:
     train(compose_train(["trainer.max_epochs=2", *QUIET], tmp_path))
     last = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert (last["epoch"], last["global_step"]) == (1, 2 * STEPS_PER_EPOCH)
+    assert graph_count(tmp_path / "tensorboard") == 1  # the run's graph, not logged again by the resume
