@@ -353,7 +353,8 @@ def scenarios(
     bound = server_bound(alone, args)
     ceiling = ceiling_rate(alone["b1_ms"], alone["calls"], bound)
     # the same ideal server, but each request also costs what a lone request costs beyond the runtime call
-    # (HTTP, form, decoding, hops), spread over the cores as well as the calls: a bound for this front end
+    # (HTTP, form, decoding, hops), spread over the cores as well as the calls: an estimate for this front
+    # end, not a bound (batching trims the calls)
     with_requests = ceiling_rate(single.percentiles[50], alone["calls"], bound)
     # no open-loop rate above the closed-loop saturation can keep its latency bounded
     capacity = min(alone["ips"], offline.rps)

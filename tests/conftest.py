@@ -22,6 +22,7 @@ from lightyard.config import CONF_DIR, compose_train
 ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["CONF_DIR", "compose_train"]
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+NOISE = 2 / 270 + 1e-6  # two of the 270 digits test images: seeds alone move the default run by that much
 
 
 @pytest.hookimpl(wrapper=True)
@@ -60,7 +61,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subpr
 @pytest.fixture(scope="session")
 def single_process_acc(tmp_path_factory: pytest.TempPathFactory) -> float:
     """The test accuracy of the default digits run (30 epochs) in one process: what the same run spread
-    over two nodes must reach, within 0.5 points."""
+    over two nodes must reach within `NOISE` (the 0.5-point target, judged over seeds, is
+    bench/multinode_accuracy.py's)."""
     root = tmp_path_factory.mktemp("single")
     args = ["trainer.accelerator=cpu", "export.enabled=false", "register.enabled=false", *QUIET]
     result = run_train([*args, f"hydra.run.dir={root / 'run'}"], cwd=root, env={"BENTOML_HOME": str(root)})

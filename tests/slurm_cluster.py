@@ -14,6 +14,7 @@ on a real one. `down` stops them all and removes what `up` added.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -187,8 +188,9 @@ def up(folder: Path = DEFAULT_DIR) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     try:
         return _start_all(folder)
-    except BaseException:  # a daemon that did not come up: stop the ones that did
-        down(folder)
+    except BaseException:  # a daemon that did not come up: stop the ones that did, keep the first error
+        with contextlib.suppress(Exception):
+            down(folder)
         raise
 
 
@@ -265,30 +267,41 @@ def down(folder: Path = DEFAULT_DIR) -> None:
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
         pid_file.unlink()
-    for pid, name in left_running(folder):  # job steps (slurmstepd) outlive their slurmd
-        if name.startswith("slurm"):
+    for pid, _ in left_running(folder):  # job steps (slurmstepd) and their tasks outlive their slurmd
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
             os.kill(pid, signal.SIGKILL)
     remove_hosts_line()
 
 
+PROGRAMS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "slurmstepd")
+
+
 def left_running(folder: Path) -> list[tuple[int, str]]:
-    """(pid, name) of the processes still running with this cluster's SLURM_CONF: its daemons, their job
-    steps and the jobs' tasks all inherit it (this process and its parents aside)."""
+    """(pid, name) of this cluster's processes still running: its daemons, their job steps and the jobs'
+    tasks, i.e. processes with this cluster's SLURM_CONF that are one of its programs or run under one
+    (a shell that exported SLURM_CONF is neither)."""
     marker = f"SLURM_CONF={folder / 'slurm.conf'}".encode()
-    ours, pid = set(), os.getpid()
-    while pid > 1:
-        ours.add(pid)
-        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    found = []
+    table: dict[int, tuple[int, str, bool]] = {}  # pid → (parent pid, name, has the marker)
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in ours:
+        if not entry.name.isdigit() or not _alive(int(entry.name)):
             continue
         try:
-            if marker in (entry / "environ").read_bytes().split(b"\0") and _alive(int(entry.name)):
-                found.append((int(entry.name), (entry / "comm").read_text().strip()))
+            stat = (entry / "stat").read_text()
+            marked = marker in (entry / "environ").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile, or not ours to read
             continue
-    return found
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        table[int(entry.name)] = (int(rest[1]), name, marked)
+
+    def under_a_program(pid: int) -> bool:
+        while pid in table:
+            parent, name, _ = table[pid]
+            if name in PROGRAMS:
+                return True
+            pid = parent
+        return False
+
+    return [(pid, name) for pid, (_, name, marked) in table.items() if marked and under_a_program(pid)]
 
 
 def _alive(pid: int) -> bool:

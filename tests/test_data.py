@@ -156,6 +156,7 @@ def test_image_check_finds_truncated_and_foreign_files(
     serial = unreadable(paths)
     monkeypatch.setattr(integrity, "PARALLEL_FROM", 10)  # the process pool, on a small folder
     monkeypatch.setattr(integrity, "CHUNK", 7)
+    monkeypatch.setattr(integrity.os, "sched_getaffinity", lambda _: {0, 1})  # a pool even on one CPU
     logging.getLogger("lightyard").addHandler(caplog.handler)  # Hydra's logging config may stop propagation
     try:
         with caplog.at_level(logging.INFO, logger="lightyard"):

@@ -326,11 +326,11 @@ def test_no_serving_process_loads_torch(served) -> None:
 
 
 def test_torchscript_runtime_loads_torch_only_when_chosen(trained, tmp_path: Path) -> None:
-    """Also the metrics setting: off, BentoML records no Prometheus metrics and has no /metrics route."""
+    """Also the prometheus setting: off, BentoML records no Prometheus metrics and has no /metrics route."""
     home = tmp_path / "bentoml"
     shutil.copytree(trained[1], home)
     process, url = start_server(
-        [], home, ROOT, {"LIGHTYARD_RUNTIME": "torchscript", "LIGHTYARD_METRICS": "0"}
+        [], home, ROOT, {"LIGHTYARD_RUNTIME": "torchscript", "LIGHTYARD_PROMETHEUS": "0"}
     )
     try:
         assert httpx.get(f"{url}/info", timeout=30).json()["runtime"] == "torchscript"

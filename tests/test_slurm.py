@@ -17,7 +17,7 @@ import pytest
 from lightyard.models.checkpoints import read_checkpoint
 from lightyard.registry import ModelStore
 from tests import slurm_cluster
-from tests.conftest import QUIET, ROOT, run_train
+from tests.conftest import NOISE, QUIET, ROOT, run_train
 
 pytestmark = pytest.mark.slurm
 FAST = ["trainer.accelerator=cpu", "trainer.max_epochs=2", *QUIET]
@@ -35,7 +35,10 @@ def cluster() -> Iterator[dict[str, str]]:
         pytest.skip(f"no SLURM test cluster here: {err}")
     yield slurm_cluster.environment(slurm_cluster.DEFAULT_DIR)
     slurm_cluster.down()
-    assert slurm_cluster.left_running(slurm_cluster.DEFAULT_DIR) == []  # nothing outlives the tests
+    deadline = time.monotonic() + 10  # what down() killed may take a moment to be gone
+    while (left := slurm_cluster.left_running(slurm_cluster.DEFAULT_DIR)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == []  # nothing outlives the tests
 
 
 def submit(args: list[str], tmp_path: Path, env: dict[str, str], timeout: int = 420):
@@ -88,7 +91,7 @@ def accounting(job_id: str, env: dict[str, str], duplicates: bool = False) -> li
 def test_a_multi_node_job_trains_one_model(
     cluster: dict[str, str], tmp_path: Path, single_process_acc: float
 ) -> None:
-    """The default run (30 epochs) as one 2-node job: one model, and the single-process accuracy."""
+    """The default run (30 epochs) as one 2-node job: one model, with the single-process accuracy."""
     args = ["trainer.num_nodes=2", "trainer.devices=1", "trainer.accelerator=cpu", *QUIET]
     result = submit(args, tmp_path, cluster)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -102,7 +105,7 @@ def test_a_multi_node_job_trains_one_model(
     assert (allocation["State"], allocation["NNodes"]) == ("COMPLETED", "2")
     assert allocation["NodeList"] == "lightyard-node[1-2]"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert abs(metrics["test/acc"] - single_process_acc) <= 0.005, (metrics["test/acc"], single_process_acc)
+    assert abs(metrics["test/acc"] - single_process_acc) <= NOISE, (metrics["test/acc"], single_process_acc)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert len(ModelStore().versions("digits-cnn")) == 1
 
@@ -139,6 +142,7 @@ def test_a_job_killed_on_the_cluster_is_one_line_in_bounded_time(
     """A job that dies without writing a result (cancelled here, as an administrator or a node failure
     would end it) is reported from Slurm's accounting, not waited for."""
     tmp_path.mkdir(exist_ok=True)
+    started = time.monotonic()
     submitting = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_slurm",
          f"paths.log_dir={tmp_path / 'logs'}", "trainer.accelerator=cpu", *QUIET],
@@ -151,8 +155,9 @@ def test_a_job_killed_on_the_cluster_is_one_line_in_bounded_time(
     (job_id,) = submitted(sweep_dir(tmp_path))
     subprocess.run(["scancel", job_id], env=cluster, check=True)
     cancelled = time.monotonic()
-    _, stderr = submitting.communicate(timeout=180)
-    assert time.monotonic() - cancelled < 90
+    _, stderr = submitting.communicate(timeout=300)
+    # submitit looks at sacct at most every half of the job's age, then waits a little for a result file
+    assert time.monotonic() - cancelled < (cancelled - started) / 2 + 60
     assert submitting.returncode == 2, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: job {job_id}") and "CANCELLED" in last, last

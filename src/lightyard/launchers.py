@@ -23,9 +23,8 @@ from lightyard.errors import UserError, first_line
 _JOB = re.compile(r"Job (?P<id>[\w-]+) \(task: ?(?P<task>\d+)\)")
 _LOG = re.compile(r"(?P<path>\S*/(?P<id>[\w-]+?)_(?P<task>\d+)_log\.err)")
 _EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
-_STREAM_RULE = (
-    "-" * 40
-)  # submitit: "... has not produced any output (state: X)", "Error stream produced:", rule
+# submitit: "... has not produced any output (state: X)", "Error stream produced:", this rule, the log
+_STREAM_RULE = "-" * 40
 
 
 def job_failure(message: str, folder: str) -> str:

@@ -20,7 +20,6 @@ from lightyard.callbacks.compression import CompressionReport, CompressionStep
 from lightyard.callbacks.quantize import QuantizeCallback
 from lightyard.config import build_trainer, instantiate, instantiate_all
 from lightyard.data import ImageDataModule
-from lightyard.errors import UserError
 from lightyard.export.manifest import ExportReport
 from lightyard.io import write_json_atomic
 from lightyard.models import build_net
@@ -141,8 +140,6 @@ def _registering(cfg: DictConfig, exporter: ExportCallback | None) -> bool:
         _say("registration skipped: it registers the exported artifacts, and export is off")
         return False
     check_model_name(register.name)
-    if register.stage not in (None, "none", "staging", "production"):
-        raise UserError(f"register.stage={register.stage} is not a stage: use staging, production or null")
     return True
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lightyard.errors import UserError
+from lightyard.registry.store import STAGES
 
 PRECISIONS = (
     "32-true",
@@ -143,7 +144,7 @@ RULES = (
     whole("export.opset", 7, nullable=True),
     flag("export.enabled"),
     flag("register.enabled"),
-    one_of("register.stage", ("none", "staging", "production"), nullable=True),
+    one_of("register.stage", STAGES, nullable=True),
     whole("seed", 0, nullable=True),
 )
 

@@ -39,7 +39,9 @@ class Preemption(L.Callback):
             self.active = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.ckpt_path and trainer.is_global_zero:  # where the restored state continues: checked
+        # Lightning has restored the loops by now: the epoch and step the run goes on from, which the SLURM
+        # tests compare with the ones the preempted run saved
+        if trainer.ckpt_path and trainer.is_global_zero:
             log.info(f"resumed at epoch {trainer.current_epoch} step {trainer.global_step}")
 
     def _take_note(self, signum: int, frame: object) -> None:

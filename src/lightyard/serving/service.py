@@ -130,7 +130,7 @@ if SETTINGS.worker_count > 1:
     # Per-request work BentoML does unless told otherwise: on the digits model the access log cost 16% of
     # the throughput and request tracing 36%. On by setting, for deployments that read them.
     logging={"access": {"enabled": SETTINGS.access_log}},
-    metrics={"enabled": SETTINGS.metrics},
+    metrics={"enabled": SETTINGS.prometheus},
     tracing={} if SETTINGS.tracing else {"excluded_urls": [".*"]},
 )
 @bentoml.asgi_app(app)

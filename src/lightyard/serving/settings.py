@@ -39,7 +39,7 @@ class ServingSettings:
     max_pixels: int = 16_000_000
     max_images: int = 32  # per /predict_batch request
     access_log: bool = False
-    metrics: bool = True
+    prometheus: bool = True
     tracing: bool = False
 
     def __post_init__(self) -> None:
