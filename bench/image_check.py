@@ -37,6 +37,13 @@ def make_folder(root: Path, count: int, size: int) -> list[Path]:
     return paths
 
 
+def filesystem(path: Path) -> str:
+    """The type of the file system `path` is on (Linux: the longest mount point above it)."""
+    mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    above = [(point, kind) for point, kind in mounts if path.is_relative_to(point)]
+    return max(above, key=lambda mount: len(mount[0]))[1] if above else "unknown"
+
+
 def drop_page_cache() -> None:
     os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
@@ -53,6 +60,10 @@ def main() -> None:
     prepare = drop_page_cache if args.cold else lambda: None
     print(f"host: {cpu_model()}, {isa_family()}, {len(os.sched_getaffinity(0))} cores")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.cold and filesystem(Path(tmp)) == "tmpfs":
+            raise SystemExit(
+                f"error: {tmp} is in memory (tmpfs), which --cold cannot empty: set TMPDIR to a disk"
+            )
         started = time.perf_counter()
         paths = make_folder(Path(tmp), args.count, args.size)
         print(f"wrote {args.count:,} {args.size}×{args.size} images (half PNG, half JPEG) in "
