@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lightyard.config import check_group_overrides
+from lightyard.config import check_overrides
 from lightyard.errors import UserError, exit_on_user_error
 from lightyard.training import train
 
@@ -46,5 +46,5 @@ def check_nodes_share_a_run_dir(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(check_group_overrides)(sys.argv[1:], CONF_DIR)
+    exit_on_user_error(check_overrides)(sys.argv[1:], CONF_DIR)
     main()

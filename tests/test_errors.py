@@ -40,6 +40,21 @@ def test_unknown_net(tmp_path: Path) -> None:
     assert_user_error(result, "no classification model named 'resnet19'", "resnet18", "lightyard nets")
 
 
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("trainer.max_epoch=3", ["trainer.max_epoch is not a setting", "did you mean trainer.max_epochs?",
+                                 "+trainer.max_epoch=3"]),
+        ("model.optimzer.lr=0.1", ["model.optimzer.lr is not a setting", "did you mean model.optimizer?"]),
+        ("model.optimizer.lr=0.1,0.01", ["Ambiguous value", "add --multirun"]),
+    ],
+)  # fmt: skip
+def test_a_mistyped_key_is_one_line(override: str, fragments: list[str], tmp_path: Path) -> None:
+    result = run_train([override, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=120)
+    assert_user_error(result, *fragments)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_unknown_config_group_option(tmp_path: Path) -> None:
     result = run_train(["data=imagenet21k"], cwd=tmp_path)
     assert_user_error(result, "unknown data option 'imagenet21k'", "digits")
