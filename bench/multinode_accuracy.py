@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from serving import free_port  # bench/serving.py's
 
 from lightyard.cpu import cpu_model, isa_family
 from lightyard.io import write_json_atomic
@@ -30,20 +31,15 @@ ARGS = ["trainer.accelerator=cpu", "export.enabled=false", "register.enabled=fal
 TARGET_POINTS = 0.5
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_accuracy(run: Path) -> float:
+def test_accuracy_of(run: Path) -> float:
     return json.loads((run / "metrics.json").read_text())["test/acc"]
 
 
 def one_process(seed: int, run: Path, env: dict[str, str]) -> float:
     command = [sys.executable, str(ROOT / "train.py"), *ARGS, f"seed={seed}", f"hydra.run.dir={run}"]
-    subprocess.run(command, env=env, cwd=run.parent, check=True, capture_output=True)
-    return test_accuracy(run)
+    if subprocess.run(command, env=env, cwd=run.parent, capture_output=True).returncode:
+        raise SystemExit(f"error: the one-process run of seed {seed} failed: see {run}/train.log")
+    return test_accuracy_of(run)
 
 
 def two_nodes(seed: int, run: Path, env: dict[str, str]) -> float:
@@ -60,7 +56,7 @@ def two_nodes(seed: int, run: Path, env: dict[str, str]) -> float:
     ]
     if any(node.wait() for node in nodes):
         raise SystemExit(f"error: the two-node run of seed {seed} failed: see {run}/train.log")
-    return test_accuracy(run)
+    return test_accuracy_of(run)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lightyard.config import check_group_overrides, instantiate_all
+from lightyard.config import check_group_overrides, check_overrides, instantiate_all
 from lightyard.errors import UserError
 from lightyard.validation import check_config
 from tests.conftest import CONF_DIR, compose_train
@@ -117,6 +117,24 @@ def test_valid_overrides_pass_the_check() -> None:
          "hydra/launcher=submitit_local", "experiment=cifar10_resnet18", "debug=null"],
         CONF_DIR,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["hparams_search=optuna", "data.batch_size=32,64"],  # a sweep without -m: the config runs it as one
+        ["--cfg", "job", "trainer.max_epochs=3"],  # Hydra's flags and their arguments
+        ["-m", "model.optimizer.lr=0.1,0.01"],
+        ["hydra.run.dir=/tmp/run", "+extra=1", "experiment=mnist", "data.download=false"],
+    ],
+)
+def test_the_key_check_leaves_what_only_a_run_knows_to_hydra(overrides: list[str]) -> None:
+    check_overrides(overrides, CONF_DIR)
+
+
+def test_the_key_check_names_the_nearest_key() -> None:
+    with pytest.raises(UserError, match=r"^trainer.max_epoch is not a setting of this config: did you mean "):
+        check_overrides(["trainer.max_epoch=3"], CONF_DIR)
 
 
 def test_serve_config_is_complete() -> None:

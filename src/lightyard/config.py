@@ -35,18 +35,11 @@ def compose_train(overrides: Sequence[str], output_dir: Path, keep_hydra: bool =
     """The config `python train.py OVERRIDES hydra.run.dir=OUTPUT_DIR` runs with, for calling `train(cfg)`
     from Python (benchmarks, tests). `${hydra:...}` resolves as in a real run; as in a real run, the task's
     config has no `hydra` node unless `keep_hydra`."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"paths.root_dir={output_dir}", f"paths.output_dir={output_dir}", *overrides],
-            return_hydra_config=True,
-        )
+    paths = [f"paths.root_dir={output_dir}", f"paths.output_dir={output_dir}"]
+    cfg = _compose([*paths, *overrides], CONF_DIR, with_hydra=True)
     HydraConfig().set_config(cfg)
     if not keep_hydra:
         with open_dict(cfg):
@@ -116,35 +109,38 @@ _GROUP_OVERRIDE = re.compile(r"^[~+]{0,2}(?P<group>[A-Za-z_][\w/]*)=(?P<value>.*
 
 
 def check_overrides(overrides: Sequence[str], conf_dir: Path) -> None:
-    """A command line's mistakes that Hydra reports as multi-line composition errors, in one line: an
-    unknown group option, a key the config does not have (`trainer.max_epoch=3`), a list of values
-    without `-m`. Composing the command line once here costs about 0.1 s."""
+    """Command-line mistakes that Hydra reports as multi-line composition errors, in one line: an unknown
+    group option, and a key the config does not have (`trainer.max_epoch=3`). The command line is
+    composed once here for that (about 0.1 s); any other composition problem is left to Hydra, which
+    knows what only a run can (a sweep's values, `--cfg`, `--config-name`)."""
     check_group_overrides(overrides, conf_dir)
-    if any(arg in ("-m", "--multirun") for arg in overrides):
-        return  # each job of a sweep is composed with its own values, by Hydra
-    plain = [arg for arg in overrides if not arg.startswith("-") and not arg.lstrip("+~").startswith("hydra")]
+    if any(arg.startswith("-") for arg in overrides):
+        return  # Hydra's own flags (-m, --cfg job, --config-name NAME, ...): its arguments are not overrides
+    plain = [arg for arg in overrides if not arg.lstrip("+~").startswith("hydra")]
     try:
         _compose(plain, conf_dir)
     except ConfigCompositionException as err:
-        raise UserError(_composition_problem(err, plain, conf_dir)) from None
+        if problem := _unknown_key(err, plain, conf_dir):
+            raise UserError(problem) from None
 
 
-def _compose(overrides: Sequence[str], conf_dir: Path) -> DictConfig:
+def _compose(overrides: Sequence[str], conf_dir: Path, with_hydra: bool = False) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose("train", overrides=list(overrides), return_hydra_config=with_hydra)
 
 
-def _composition_problem(err: ConfigCompositionException, overrides: Sequence[str], conf_dir: Path) -> str:
-    """One line for a composition error: for an unknown key, the nearest existing one and how to add it."""
+def _unknown_key(err: ConfigCompositionException, overrides: Sequence[str], conf_dir: Path) -> str | None:
+    """For an override of a key the config lacks: one line naming it, the nearest existing key and how to
+    add a new one. None for any other composition error."""
     missing = getattr(err.__cause__, "full_key", None)  # the first node of the key that does not exist
     keys = {o.split("=", 1)[0]: o for o in overrides}
     key = next((k for k in keys if missing and (k == missing or k.startswith(f"{missing}."))), None)
     if not (isinstance(err.__cause__, ConfigKeyError | ConfigAttributeError) and key):
-        return " ".join(str(err).split())
+        return None
     override = keys[key]
     parent, _, name = missing.rpartition(".")
     try:  # the config as it would be without this override, for the names next to the missing one
