@@ -239,17 +239,56 @@ def status(url: str) -> int | None:
         return None
 
 
-def batch_counters(url: str) -> tuple[float, float]:
-    """(images, runtime calls) so far, from BentoML's adaptive batch size histogram."""
+def batch_counters(url: str) -> dict[str, float]:
+    """Images, runtime calls and seconds in runtime calls so far, from the service's `/metrics` (BentoML's
+    adaptive batch size histogram and lightyard's runtime call histogram)."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         text = response.read().decode()
-    images = calls = 0.0
+    totals = dict.fromkeys(("images", "calls", "call_s"), 0.0)
+    series = {
+        "bentoml_service_adaptive_batch_size_sum{": "images",
+        "bentoml_service_adaptive_batch_size_count{": "calls",
+        "lightyard_runtime_call_seconds_sum{": "call_s",
+    }
     for line in text.splitlines():
-        if line.startswith("bentoml_service_adaptive_batch_size_sum{"):
-            images += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("bentoml_service_adaptive_batch_size_count{"):
-            calls += float(line.rsplit(" ", 1)[1])
-    return images, calls
+        for prefix, key in series.items():
+            if line.startswith(prefix):
+                totals[key] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before[key] for key in after}
+
+
+class CpuAccount:
+    """Where a server's CPU went over an interval: its workers' main threads (each worker's event loop:
+    HTTP, forms, decoding, answers), their other threads (the runtime calls and the hops to them), and
+    the machine's idle time. Per-thread times come from /proc (Linux)."""
+
+    def __init__(self, server: Server) -> None:
+        self.workers = server.tree()[1:] or server.tree()  # under `bentoml serve`: the supervisor's children
+        self.start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float, float]:
+        loop = other = 0.0
+        for process in self.workers:
+            for thread in process.threads():
+                cpu = thread.user_time + thread.system_time
+                if thread.id == process.pid:
+                    loop += cpu
+                else:
+                    other += cpu
+        times = psutil.cpu_times()
+        return loop, other, times.idle + getattr(times, "iowait", 0.0), sum(times)
+
+    def since_start(self, requests: int) -> dict[str, float]:
+        loop, other, idle, total = (b - a for a, b in zip(self.start, self._sample(), strict=True))
+        return {
+            "loop_cpu_ms_per_request": 1000 * loop / requests,
+            "runtime_threads_cpu_ms_per_request": 1000 * other / requests,
+            "idle_share": idle / total,
+        }
 
 
 def rate_search(
@@ -337,18 +376,31 @@ def drain(clients: int, run: Run) -> None:
 
 
 def scenarios(
-    server: Server, wrk: Wrk, bodies: list[bytes], alone: dict, decode_ms: float, args: argparse.Namespace
+    server: Server,
+    wrk: Wrk,
+    bodies: list[bytes],
+    alone: dict,
+    decode_ms: float,
+    args: argparse.Namespace,
+    lightyard: bool = True,
 ) -> dict:
+    """The three scenarios against one server; for lightyard's also where the time went (its workers'
+    threads, its runtime call histogram)."""
     url = server.url
     drain(args.clients, wrk.run(f"{url}/predict", args.clients, 3))  # warm-up: every code path and batch size
-    batched = status(f"{url}/metrics") == 200
+    metered = lightyard and status(f"{url}/metrics") == 200
+    before_single = batch_counters(url) if metered else None
     single = wrk.run(f"{url}/predict", 1, args.seconds)
-    before = batch_counters(url) if batched else None
+    before_offline = batch_counters(url) if metered else None
+    account = CpuAccount(server) if lightyard else None
     offline = wrk.run(f"{url}/predict", args.clients, args.seconds)
-    mean_batch = None
-    if before:
-        after = batch_counters(url)
-        mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+    cpu = account.since_start(offline.requests) if account else {}
+    calls = {}
+    if metered:
+        calls = {
+            "single": since(before_single, before_offline),
+            "offline": since(before_offline, batch_counters(url)),
+        }
     drain(args.clients, offline)
     bound = server_bound(alone, args)
     ceiling = ceiling_rate(alone["b1_ms"], alone["calls"], bound)
@@ -385,7 +437,15 @@ def scenarios(
         "offline_p99_ms": offline.percentiles.get(99),
         "efficiency": offline.rps / alone["ips"],
         "errors": offline.errors + single.errors,
-        "mean_batch": mean_batch,
+        "mean_batch": calls["offline"]["images"] / max(1.0, calls["offline"]["calls"]) if calls else None,
+        # a lone request's runtime call in the server (alone: batch1_ms), and Offline's seconds of runtime
+        # calls per image, summed over the streams (alone: alone_call_ms_per_image)
+        "single_stream_call_ms": 1000 * calls["single"]["call_s"] / max(1.0, calls["single"]["calls"])
+        if calls else None,
+        "offline_call_ms_per_image": 1000 * calls["offline"]["call_s"] / max(1.0, calls["offline"]["images"])
+        if calls else None,
+        "alone_call_ms_per_image": 1000 * alone["calls"] / alone["ips"],
+        **cpu,
         "client_cpu_share": max(single.client_cpu_share, offline.client_cpu_share,
                                 server_figures["client_cpu_share"]),
     }  # fmt: skip
@@ -399,6 +459,22 @@ def scenarios(
         f"took its SingleStream p50 instead of the call alone",
         flush=True,
     )
+    if not account:
+        return figures
+    time_went = (
+        f"    where the time went: Offline CPU per request {figures['loop_cpu_ms_per_request']:.2f} ms on "
+        f"the event loop (HTTP, form, decoding, answers) and "
+        f"{figures['runtime_threads_cpu_ms_per_request']:.2f} ms in the runtime threads, the machine "
+        f"{figures['idle_share']:.0%} idle"
+    )
+    if calls:
+        time_went += (
+            f"; runtime calls {figures['offline_call_ms_per_image']:.2f} ms per image (alone "
+            f"{figures['alone_call_ms_per_image']:.2f}); SingleStream's call "
+            f"{figures['single_stream_call_ms']:.2f} ms of its {single.percentiles[50]:.2f} ms p50 (alone "
+            f"{alone['b1_ms']:.2f})"
+        )
+    print(time_went, flush=True)
     return figures
 
 
@@ -511,7 +587,7 @@ def main() -> None:
             work / "baseline.log", f"http://127.0.0.1:{port}", "/health",
         )  # fmt: skip
         try:
-            figures = scenarios(baseline, wrk, bodies, alone, decode_ms, args)
+            figures = scenarios(baseline, wrk, bodies, alone, decode_ms, args, lightyard=False)
             figures.update(baseline.memory(), cold_start_s=baseline.cold_start_s)
         finally:
             baseline.stop()

@@ -264,8 +264,8 @@ def digits_and_module(trained) -> tuple[DigitsDataModule, Splits, ClassifierModu
 
 def test_concurrent_requests_match_the_lightning_module(served, trained, tmp_path: Path) -> None:
     """Every digits test image as a PNG, 16 clients at once: the server's top-1 equals the
-    LightningModule's prediction on the data module's tensor, for all of them, and requests were
-    batched."""
+    LightningModule's prediction on the data module's tensor, for all of them; requests were batched
+    and every runtime call timed (`/metrics`)."""
     url, _, _ = served
     datamodule, splits, module = digits_and_module(trained)
     images = [png(splits.test_source.images[index]) for index in splits.test]
@@ -288,6 +288,8 @@ def test_concurrent_requests_match_the_lightning_module(served, trained, tmp_pat
     total = sum(float(line.rsplit(" ", 1)[1]) for line in counts if "_sum{" in line)
     calls = sum(float(line.rsplit(" ", 1)[1]) for line in counts if "_count{" in line)
     assert total >= len(images) and calls < total  # at least one runtime call served several requests
+    timed = [line for line in metrics.splitlines() if line.startswith("lightyard_runtime_call_seconds_count")]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in timed) == calls  # every runtime call timed
 
 
 def test_no_serving_process_loads_torch(served) -> None:

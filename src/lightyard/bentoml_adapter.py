@@ -4,6 +4,7 @@ when a BentoML upgrade breaks something. Read against BentoML 1.4.40."""
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -55,19 +56,29 @@ def available_cpus() -> int:
 
 
 @functools.cache
-def _batch_size_histogram(max_batch_size: int):
-    """BentoML's `adaptive_batch_size` metric, registered once per process (a second registration of the
-    same name is an error in Prometheus' registry)."""
+def _batch_histograms(max_batch_size: int) -> tuple:
+    """BentoML's `adaptive_batch_size` metric and lightyard's `runtime_call_seconds` beside it, registered
+    once per process (a second registration of the same name is an error in Prometheus' registry)."""
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.utils.metrics import exponential_buckets
 
-    return BentoMLContainer.metrics_client.get().Histogram(
+    client = BentoMLContainer.metrics_client.get()
+    labels = ["runner_name", "worker_index", "method_name", "service_version", "service_name"]
+    sizes = client.Histogram(
         namespace="bentoml_service",
         name="adaptive_batch_size",
         documentation="Service adaptive batch size",
-        labelnames=["runner_name", "worker_index", "method_name", "service_version", "service_name"],
+        labelnames=labels,
         buckets=exponential_buckets(1, 2, max_batch_size),
     )
+    seconds = client.Histogram(
+        namespace="lightyard",
+        name="runtime_call_seconds",
+        documentation="Seconds per runtime call of a merged batch, without the request around it",
+        labelnames=labels,
+        buckets=exponential_buckets(0.0001, 2, 20),
+    )
+    return sizes, seconds
 
 
 def _stream_dispatcher() -> type:
@@ -127,7 +138,9 @@ def adaptive_batcher(
       large ones once it is long (ResNet-18 on 2 cores, `bench/serving.py`: the Server scenario's
       highest rate with p99 ≤ 5× batch 1 went from 0.48 to 0.52 of the runtime's own throughput on
       FP32, from 0.16 to 0.26 on INT8; Offline unchanged).
-    Batch sizes are recorded in BentoML's own `bentoml_service_adaptive_batch_size` histogram.
+    Batch sizes are recorded in BentoML's own `bentoml_service_adaptive_batch_size` histogram, and the
+    seconds of each runtime call in `lightyard_runtime_call_seconds`: a request's latency less its call is
+    what the server adds.
     """
     from bentoml._internal.context import server_context
     from bentoml.exceptions import ServiceUnavailable
@@ -135,21 +148,21 @@ def adaptive_batcher(
     def refuse() -> np.ndarray:
         raise ServiceUnavailable("the server is overloaded: requests would wait past max_latency_ms")
 
-    observe = (
-        _batch_size_histogram(max_batch_size)
-        .labels(
-            runner_name=name,
-            worker_index=server_context.worker_index,
-            method_name="infer",
-            service_version=server_context.bento_version,
-            service_name=server_context.bento_name,
-        )
-        .observe
-    )
+    labels = {
+        "runner_name": name,
+        "worker_index": server_context.worker_index,
+        "method_name": "infer",
+        "service_version": server_context.bento_version,
+        "service_name": server_context.bento_name,
+    }
+    sizes, seconds = (histogram.labels(**labels) for histogram in _batch_histograms(max_batch_size))
 
     def run_merged(batches: Sequence[Batch]) -> list[np.ndarray]:
-        observe(sum(len(batch) for batch in batches))
-        outputs = run(np.concatenate(batches) if len(batches) > 1 else batches[0])
+        sizes.observe(sum(len(batch) for batch in batches))
+        merged = np.concatenate(batches) if len(batches) > 1 else batches[0]
+        started = time.perf_counter()
+        outputs = run(merged)
+        seconds.observe(time.perf_counter() - started)
         return np.split(outputs, np.cumsum([len(batch) for batch in batches[:-1]]))
 
     dispatcher = _stream_dispatcher()(
