@@ -263,27 +263,27 @@ def since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
 
 class CpuAccount:
     """Where a server's CPU went over an interval: its workers' main threads (each worker's event loop:
-    HTTP, forms, decoding, answers), their other threads (the runtime calls and the hops to them), and
-    the machine's idle time. Per-thread times come from /proc (Linux)."""
+    HTTP, forms, decoding, answers, the dispatcher's polling), the rest of the workers (the runtime
+    calls in their threads and the hops to them), and the machine's idle time (Linux)."""
 
     def __init__(self, server: Server) -> None:
-        self.workers = server.tree()[1:] or server.tree()  # under `bentoml serve`: the supervisor's children
+        self.workers = server.tree()[1:]  # under `bentoml serve`: the supervisor's children
         self.start = self._sample()
 
     def _sample(self) -> tuple[float, float, float, float]:
-        loop = other = 0.0
+        loop = everything = 0.0
         for process in self.workers:
-            for thread in process.threads():
-                cpu = thread.user_time + thread.system_time
-                if thread.id == process.pid:
-                    loop += cpu
-                else:
-                    other += cpu
-        times = psutil.cpu_times()
-        return loop, other, times.idle + getattr(times, "iowait", 0.0), sum(times)
+            main = next(thread for thread in process.threads() if thread.id == process.pid)
+            loop += main.user_time + main.system_time
+            times = process.cpu_times()  # threads that exited included, unlike the list of live threads
+            everything += times.user + times.system
+        machine = psutil.cpu_times()
+        total = sum(machine) - machine.guest - machine.guest_nice  # Linux counts guest time in user too
+        return loop, everything - loop, machine.idle + machine.iowait, total
 
     def since_start(self, requests: int) -> dict[str, float]:
         loop, other, idle, total = (b - a for a, b in zip(self.start, self._sample(), strict=True))
+        requests = max(1, requests)
         return {
             "loop_cpu_ms_per_request": 1000 * loop / requests,
             "runtime_threads_cpu_ms_per_request": 1000 * other / requests,
@@ -328,14 +328,34 @@ def in_process_search(
     and the batching allow on this machine, the bound for any front end."""
     run = load(tag, store=ModelStore(home)).runner(runtime, settings.threads, settings.device)
     images = [inputs[i : i + 1] for i in range(len(inputs))]
+    print("    Server without HTTP (batching and runtime in one process):", flush=True)
+    return dispatcher_search(
+        run,
+        settings,
+        images,
+        capacity=alone["ips"],
+        bound_ms=server_bound(alone, args),
+        seconds=args.server_seconds,
+        trials=args.server_trials,
+    )
+
+
+def dispatcher_search(
+    run: Callable[[np.ndarray], np.ndarray],
+    settings: ServingSettings,
+    images: list[np.ndarray],
+    capacity: float,
+    bound_ms: float,
+    seconds: float,
+    trials: int,
+) -> dict:
+    """`rate_search` with the arrivals awaiting the server's batching (`batched_classifier`, as a worker
+    builds it) in front of `run`, in this process."""
 
     def trial(rate: float, seconds: float, seed: int) -> Run:  # a dispatcher belongs to one event loop
         return in_process_loop(batched_classifier(run, settings), images, rate, seconds, seed)
 
-    print("    Server without HTTP (batching and runtime in one process):", flush=True)
-    return rate_search(
-        trial, alone["ips"], server_bound(alone, args), args.server_seconds, args.server_trials
-    )
+    return rate_search(trial, capacity, bound_ms, seconds, trials)
 
 
 def server_bound(alone: dict, args: argparse.Namespace) -> float:
@@ -463,7 +483,7 @@ def scenarios(
         return figures
     time_went = (
         f"    where the time went: Offline CPU per request {figures['loop_cpu_ms_per_request']:.2f} ms on "
-        f"the event loop (HTTP, form, decoding, answers) and "
+        f"the event loop (HTTP, form, decoding, answers, dispatching) and "
         f"{figures['runtime_threads_cpu_ms_per_request']:.2f} ms in the runtime threads, the machine "
         f"{figures['idle_share']:.0%} idle"
     )

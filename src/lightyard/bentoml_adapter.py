@@ -7,6 +7,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def available_cpus() -> int:
 
 
 @functools.cache
-def _batch_histograms(max_batch_size: int) -> tuple:
+def _batch_histograms(max_batch_size: int) -> tuple[Any, Any]:
     """BentoML's `adaptive_batch_size` metric and lightyard's `runtime_call_seconds` beside it, registered
     once per process (a second registration of the same name is an error in Prometheus' registry)."""
     from bentoml._internal.configuration.containers import BentoMLContainer
@@ -71,14 +72,14 @@ def _batch_histograms(max_batch_size: int) -> tuple:
         labelnames=labels,
         buckets=exponential_buckets(1, 2, max_batch_size),
     )
-    seconds = client.Histogram(
+    call_seconds = client.Histogram(
         namespace="lightyard",
         name="runtime_call_seconds",
         documentation="Seconds per runtime call of a merged batch, without the request around it",
         labelnames=labels,
         buckets=exponential_buckets(0.0001, 2, 20),
     )
-    return sizes, seconds
+    return sizes, call_seconds
 
 
 def _stream_dispatcher() -> type:
@@ -139,8 +140,8 @@ def adaptive_batcher(
       highest rate with p99 ≤ 5× batch 1 went from 0.48 to 0.52 of the runtime's own throughput on
       FP32, from 0.16 to 0.26 on INT8; Offline unchanged).
     Batch sizes are recorded in BentoML's own `bentoml_service_adaptive_batch_size` histogram, and the
-    seconds of each runtime call in `lightyard_runtime_call_seconds`: a request's latency less its call is
-    what the server adds.
+    seconds of each runtime call in `lightyard_runtime_call_seconds`: a lone request's latency less its
+    call is what the server adds.
     """
     from bentoml._internal.context import server_context
     from bentoml.exceptions import ServiceUnavailable
@@ -155,14 +156,16 @@ def adaptive_batcher(
         "service_version": server_context.bento_version,
         "service_name": server_context.bento_name,
     }
-    sizes, seconds = (histogram.labels(**labels) for histogram in _batch_histograms(max_batch_size))
+    sizes, call_seconds = (histogram.labels(**labels) for histogram in _batch_histograms(max_batch_size))
 
     def run_merged(batches: Sequence[Batch]) -> list[np.ndarray]:
-        sizes.observe(sum(len(batch) for batch in batches))
         merged = np.concatenate(batches) if len(batches) > 1 else batches[0]
         started = time.perf_counter()
-        outputs = run(merged)
-        seconds.observe(time.perf_counter() - started)
+        try:
+            outputs = run(merged)
+        finally:  # both recorded together, when the call is over: the two histograms count the same calls
+            call_seconds.observe(time.perf_counter() - started)
+            sizes.observe(len(merged))
         return np.split(outputs, np.cumsum([len(batch) for batch in batches[:-1]]))
 
     dispatcher = _stream_dispatcher()(
