@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lightyard.cpu import (
@@ -106,3 +112,52 @@ def test_this_host() -> None:
         assert isa_family() != "generic"
     if isa_family() in VNNI:  # then the one scheme suits it
         assert int8_warning({"scheme": scheme_candidates()[0].to_dict(), "isa": isa_family()}) is None
+
+
+EMULATED_AVX2 = "EPYC-Rome"  # Zen 2: AVX2 and FMA, no VNNI; QEMU 7.2 emulates its CPUID and AVX2
+SUM_PROBE = """
+import sys, numpy as np
+from lightyard.export.runtimes import load_onnx
+print(*(float(load_onnx(path, threads=1)(np.ones((4, 64), np.float32)).mean()) for path in sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-x86_64 (Debian's qemu-user)")
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates x86 CPUs on an x86 host")
+def test_full_range_u8s8_saturates_without_vnni_and_reduce_range_does_not(tmp_path: Path) -> None:
+    """The premise of the AVX2 candidates, run on ONNX Runtime's own kernels: QEMU shows the same binaries
+    an AVX2 CPU's CPUID. Inputs at the top of their range (uint8 255) meet weights at the top of theirs
+    (int8 127): each VPMADDUBSW pair sums to 64,770, past int16, so full-range U8S8 clips to 32,767 where
+    VNNI's 32-bit sums stay exact; 7-bit weights (63) keep every pair under 32,767."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lightyard.compress.quantization import quantize_onnx
+    from lightyard.export.runtimes import INPUT_NAME, OUTPUT_NAME
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [INPUT_NAME, "weight"], [OUTPUT_NAME])],
+        "sum",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 16])],
+        [numpy_helper.from_array(np.ones((64, 16), np.float32), "weight")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "fp32.onnx")
+    calibration = [torch.tensor([[0.0] * 64, [1.0] * 64])]  # activations over [0, 1]: zero point 0
+    paths = []
+    for scheme in (Int8Scheme(), Int8Scheme(reduce_range=True)):
+        paths.append(tmp_path / f"{scheme.name.replace(' ', '-')}.onnx")
+        quantize_onnx(tmp_path / "fp32.onnx", paths[-1], "static", calibration, scheme)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    probe = [os.path.realpath(sys.executable), "-c", SUM_PROBE, *map(str, paths)]
+    native, emulated = (
+        [float(value) for value in subprocess.check_output(command, env=env, text=True).split()]
+        for command in (probe, ["qemu-x86_64", "-cpu", EMULATED_AVX2, *probe])
+    )
+    exact = 64.0
+    full_range, reduced = emulated
+    assert full_range == pytest.approx(exact * 32767 / 64770, rel=0.02)  # every pair clipped
+    assert reduced == pytest.approx(exact, rel=0.02)
+    if isa_family() in VNNI:
+        assert native == pytest.approx([exact, exact], rel=0.02)
