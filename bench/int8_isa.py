@@ -39,11 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lightyard.cpu import CANDIDATES, Int8Scheme, cpu_model, int8_warning, isa_family, scheme_candidates
+from lightyard.cpu import CANDIDATES, cpu_model, int8_warning, isa_family, scheme_candidates
+from lightyard.errors import UserError
 from lightyard.export.runtimes import load_onnx
 from lightyard.io import write_json_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
+# Modules that import torch are imported inside the functions only the parent runs: the worker starts
+# under emulation, where importing torch alone would take minutes.
+
 TARGET_PER_10K = 5  # errors per 10,000 test images over FP32 on the same CPU (the issue's target)
 X86_FAMILIES = ("avx512_vnni", "avx2", "generic")  # ONNX Runtime's x86 integer kernels differ by these
 SCHEMES = tuple(dict.fromkeys(scheme for family in X86_FAMILIES for scheme in CANDIDATES[family]))
@@ -104,6 +107,8 @@ def quantize_all(model: str, work: Path, calibration_batches: int) -> np.ndarray
     from lightyard.registry import load
 
     registered = load(model)  # checksums verified
+    if not (registered.path / "model.onnx").is_file():
+        raise UserError(f"{registered.tag} has no ONNX file: register a version exported to ONNX")
     datamodule = datamodule_from(registered.config["data"], registered.spec)
     calibration = datamodule.calibration_batches(calibration_batches)
     images, labels = zip(*datamodule.test_dataloader(), strict=True)
@@ -111,7 +116,7 @@ def quantize_all(model: str, work: Path, calibration_batches: int) -> np.ndarray
     shutil.copy2(registered.path / "model.onnx", work / "fp32.onnx")
     for index, scheme in enumerate(SCHEMES):
         quantize_onnx(work / "fp32.onnx", work / f"int8-{index}.onnx", "static", calibration, scheme)
-    print(f"{registered.tag}: FP32 and {len(SCHEMES)} INT8 schemes ({calibration_batches} batches calibrate)")
+    print(f"{registered.tag}: FP32 and {len(SCHEMES)} INT8 files ({calibration_batches} calibration batches)")
     return torch.cat(labels).numpy()
 
 
@@ -147,7 +152,7 @@ def judge(result: dict, labels: np.ndarray, family: str) -> dict:
     }
 
 
-def carried(cpus: dict[str, dict]) -> Int8Scheme:
+def add_host_choice(cpus: dict[str, dict]) -> None:
     """The scheme this host's chooser keeps (the fastest of the kept here); each CPU gets its errors
     there and the server's warning, as when a model quantized here is served there."""
     here = cpus[THIS_CPU]
@@ -158,7 +163,6 @@ def carried(cpus: dict[str, dict]) -> Int8Scheme:
         figures["host_choice_errors"] = figures["schemes"][name]["errors"]
         artifact = {"scheme": scheme.to_dict(), "isa": here["family"]}
         figures["host_choice_warning"] = int8_warning(artifact, figures["family"])
-    return scheme
 
 
 def print_table(cpus: dict[str, dict]) -> None:
@@ -202,14 +206,17 @@ def main() -> None:
     print(f"host: {cpu_model()}, INT8 family {isa_family()}")
     with tempfile.TemporaryDirectory(prefix="int8-isa-") as tmp:
         work = Path(tmp)
-        labels = quantize_all(args.model, work, args.calibration_batches)
+        try:
+            labels = quantize_all(args.model, work, args.calibration_batches)
+        except UserError as error:
+            sys.exit(f"error: {error}")
         print(f"{len(SCHEMES) + 1} models over {len(labels)} test images on each CPU (emulated: slow):")
         results = {THIS_CPU: run_worker(work, None)} | {cpu: run_worker(work, cpu) for cpu in args.cpus}
     cpus = {
         name: judge(result, labels, isa_family() if name == THIS_CPU else result["cpuid_family"])
         for name, result in results.items()
     }
-    carried(cpus)
+    add_host_choice(cpus)
     print_table(cpus)
     if results[THIS_CPU]["cpuid_family"] != isa_family():
         print(f"note: CPUID reads {results[THIS_CPU]['cpuid_family']} here, /proc/cpuinfo {isa_family()}")
