@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 
 from lightyard.config import check_overrides
 from lightyard.errors import UserError, exit_on_user_error
-from lightyard.training import train
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -21,6 +20,8 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     """Runs one training job; returns `optimized_metric` so Hydra sweepers (Optuna) can maximise it."""
+    from lightyard.training import train  # Lightning and torch: after the command line was checked
+
     check_nodes_share_a_run_dir(cfg)
     metrics = train(cfg)
     name = cfg.get("optimized_metric")

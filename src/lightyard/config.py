@@ -1,4 +1,8 @@
-"""Turning Hydra configs into objects, with user mistakes reported as one-line `UserError`s."""
+"""Turning Hydra configs into objects, with user mistakes reported as one-line `UserError`s.
+
+Lightning and torch are imported where they are used: `train.py` checks its command line with this module
+before importing them, so that a mistake is reported in a second rather than after five of imports.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,18 @@ import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.errors import ConfigCompositionException, InstantiationException
-from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from lightyard.errors import UserError
+from lightyard.validation import check_config
+
+if TYPE_CHECKING:
+    import lightning as L
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -76,6 +81,8 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
 
 def check_devices(trainer_cfg: DictConfig) -> None:
     """Refuse what this machine cannot run before Lightning does so with a traceback."""
+    import torch
+
     accelerator = str(trainer_cfg.get("accelerator", "auto"))
     devices = trainer_cfg.get("devices", 1)
     available = torch.cuda.device_count()
@@ -93,6 +100,8 @@ def check_devices(trainer_cfg: DictConfig) -> None:
 
 
 def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
     check_devices(trainer_cfg)
     if not loggers:  # logger=none: there is nowhere to monitor the learning rate to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -109,8 +118,9 @@ _GROUP_OVERRIDE = re.compile(r"^[~+]{0,2}(?P<group>[A-Za-z_][\w/]*)=(?P<value>.*
 
 
 def check_overrides(overrides: Sequence[str], conf_dir: Path) -> None:
-    """Command-line mistakes that Hydra reports as multi-line composition errors, in one line: an unknown
-    group option, and a key the config does not have (`trainer.max_epoch=3`). The command line is
+    """Command-line mistakes, in one line and before anything is imported or created: an unknown group
+    option and a key the config does not have (`trainer.max_epoch=3`), which Hydra reports as multi-line
+    composition errors, and a value its key does not take (`lightyard.validation`). The command line is
     composed once here for that (about 0.1 s); any other composition problem is left to Hydra, which
     knows what only a run can (a sweep's values, `--cfg`, `--config-name`)."""
     check_group_overrides(overrides, conf_dir)
@@ -118,10 +128,12 @@ def check_overrides(overrides: Sequence[str], conf_dir: Path) -> None:
         return  # Hydra's own flags (-m, --cfg job, --config-name NAME, ...): its arguments are not overrides
     plain = [arg for arg in overrides if not arg.lstrip("+~").startswith("hydra")]
     try:
-        _compose(plain, conf_dir)
+        cfg = _compose(plain, conf_dir)
     except ConfigCompositionException as err:
         if problem := _unknown_key(err, plain, conf_dir):
             raise UserError(problem) from None
+        return
+    check_config(cfg)
 
 
 def _compose(overrides: Sequence[str], conf_dir: Path, with_hydra: bool = False) -> DictConfig:

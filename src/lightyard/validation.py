@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from lightyard.errors import UserError
 from lightyard.registry.store import STAGES
@@ -152,7 +153,10 @@ RULES = (
 def check_config(cfg: DictConfig) -> None:
     """Raise a `UserError` for the first value of `cfg` that its rule refuses."""
     for rule in RULES:
-        value = OmegaConf.select(cfg, rule.key, default=_ABSENT, throw_on_missing=False)
+        try:
+            value = OmegaConf.select(cfg, rule.key, default=_ABSENT, throw_on_missing=False)
+        except InterpolationResolutionError:
+            continue  # `${hydra:...}` in train.py's check before Hydra runs: train(cfg) checks it again
         if value is _ABSENT or (value is None and rule.nullable) or rule.accepts(value):
             continue
         raise UserError(f"{rule.key}={_shown(value)} is not accepted: {rule.key} takes {rule.takes}")
