@@ -1,7 +1,7 @@
 """Turning Hydra configs into objects, with user mistakes reported as one-line `UserError`s.
 
 Lightning and torch are imported where they are used: `train.py` checks its command line with this module
-before importing them, so that a mistake is reported in a second rather than after five of imports.
+before importing them, so that a mistake is reported in half a second rather than after 5 s of imports.
 """
 
 from __future__ import annotations
