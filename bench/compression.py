@@ -33,7 +33,6 @@ from lightyard.compress.measure import (
     Row,
     count_macs,
     eager_runner,
-    latency_ms,
     measure,
     torch_threads,
 )
@@ -43,7 +42,7 @@ from lightyard.compress.report import markdown_table, measure_variants, write_re
 from lightyard.cpu import VNNI, Int8Scheme, cpu_model, isa_family, scheme_candidates
 from lightyard.data import DigitsDataModule
 from lightyard.export.formats import write_onnx
-from lightyard.export.runtimes import load_artifact
+from lightyard.export.runtimes import latency_ms, load_artifact
 from lightyard.io import write_json_atomic
 from lightyard.models.loading import net_from_checkpoint
 

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ import numpy as np
 
 from lightyard.cpu import CANDIDATES, cpu_model, int8_warning, isa_family, scheme_candidates
 from lightyard.errors import UserError
-from lightyard.export.runtimes import load_onnx
+from lightyard.export.runtimes import latency_ms, load_onnx
 from lightyard.io import write_json_atomic
 
 # Modules that import torch are imported inside the functions only the parent runs: the worker starts
@@ -53,7 +52,6 @@ X86_FAMILIES = ("avx512_vnni", "avx2", "generic")  # ONNX Runtime's x86 integer 
 SCHEMES = tuple(dict.fromkeys(scheme for family in X86_FAMILIES for scheme in CANDIDATES[family]))
 NUMPY_FLAGS = {"AVX512VNNI": "avx512_vnni", "AVX512BW": "avx512bw", "AVX2": "avx2"}
 CHUNK = 500
-TIMED_CALLS = 200
 THIS_CPU = "this CPU"
 
 
@@ -71,16 +69,11 @@ def worker(work: Path, timed: bool) -> None:
     inputs = np.load(work / "inputs.npy")
     predictions, batch1_ms = {}, {}
     for path in sorted(work.glob("*.onnx")):
-        run = load_onnx(path, threads=2)
+        run = load_onnx(path)  # one thread per core, as the chooser loads its candidates
         outputs = [run(inputs[start : start + CHUNK]).argmax(1) for start in range(0, len(inputs), CHUNK)]
         predictions[path.stem] = np.concatenate(outputs).tolist()
         if timed:
-            times = []
-            for index in range(TIMED_CALLS):
-                started = time.perf_counter()
-                run(inputs[index % len(inputs) :][:1])
-                times.append(time.perf_counter() - started)
-            batch1_ms[path.stem] = 1000 * statistics.median(times[TIMED_CALLS // 4 :])
+            batch1_ms[path.stem] = latency_ms(run, inputs, 1)  # as the chooser times its candidates
     print(json.dumps({"cpuid_family": cpuid_family(), "predictions": predictions, "batch1_ms": batch1_ms}))
 
 

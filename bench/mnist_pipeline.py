@@ -35,9 +35,10 @@ from mnist_distill import DATA, TEST_IMAGES, ensure_mnist, quiet_training, study
 from PIL import Image
 from serving import Server, free_port
 
-from lightyard.compress.measure import count_macs, latency_ms, parameter_counts
+from lightyard.compress.measure import count_macs, parameter_counts
 from lightyard.config import compose_train, instantiate
 from lightyard.cpu import isa_family
+from lightyard.export.runtimes import latency_ms
 from lightyard.io import write_json_atomic
 from lightyard.registry import ModelStore, load
 

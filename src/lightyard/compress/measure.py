@@ -7,8 +7,6 @@ ONNX Runtime's intra-op pool), warm-up calls first, and the median (p50) of repe
 from __future__ import annotations
 
 import contextlib
-import statistics
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ import torch
 from torch import nn
 
 from lightyard.compress.gate import Batches, Predictions, predict
-from lightyard.export.runtimes import Runner
+from lightyard.export.runtimes import Runner, latency_ms
 
 
 @dataclass
@@ -75,19 +73,6 @@ def eager_runner(net: nn.Module) -> Runner:
             return net(torch.from_numpy(images)).numpy()
 
     return run
-
-
-def latency_ms(run: Runner, images: np.ndarray, batch: int, repeats: int = 30, warmup: int = 5) -> float:
-    """Median wall time of one call on `batch` images (repeated from `images` if it holds fewer)."""
-    inputs = np.resize(images, (batch, *images.shape[1:])) if len(images) < batch else images[:batch]
-    for _ in range(warmup):
-        run(inputs)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run(inputs)
-        times.append(time.perf_counter() - started)
-    return 1000.0 * statistics.median(times)
 
 
 def measure(

@@ -22,14 +22,14 @@ import torch
 from torch import nn
 
 from lightyard.compress.gate import DEFAULT_MAX_DROP, Batches, check_accuracy, predict
-from lightyard.compress.measure import eager_runner, latency_ms
+from lightyard.compress.measure import eager_runner
 from lightyard.cpu import Int8Scheme, isa_family, scheme_candidates
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
 from lightyard.export.exporter import cpu_float_copy, export_model, produce
 from lightyard.export.formats import FORMATS
 from lightyard.export.manifest import ExportReport
-from lightyard.export.runtimes import INPUT_NAME, load_artifact, quiet
+from lightyard.export.runtimes import INPUT_NAME, latency_ms, load_artifact, quiet
 
 log = logging.getLogger("lightyard")
 MODES = ("static", "dynamic")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import statistics
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,6 +78,20 @@ def onnx_session(path: Path, threads: int | None = None, device: str = "cpu"):
             "build names, or use device=cpu"
         )
     return session
+
+
+def latency_ms(run: Runner, images: np.ndarray, batch: int, repeats: int = 30, warmup: int = 5) -> float:
+    """Median wall time of one call on `batch` images (repeated from `images` if it holds fewer). Here, not
+    beside the other measurements, so that torch-free processes time runners the same way."""
+    inputs = np.resize(images, (batch, *images.shape[1:])) if len(images) < batch else images[:batch]
+    for _ in range(warmup):
+        run(inputs)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run(inputs)
+        times.append(time.perf_counter() - started)
+    return 1000.0 * statistics.median(times)
 
 
 def load_onnx(path: Path, threads: int | None = None, device: str = "cpu") -> Runner:
