@@ -17,7 +17,7 @@ install: $(STAMP)
 train: $(STAMP)  ## train the default model (digits, small CNN); extra Hydra overrides via ARGS="..."
 	$(BIN)/python train.py $(ARGS)
 
-test: $(STAMP)  ## the suite, about 8 minutes on 2 cores
+test: $(STAMP)  ## the suite, 8 to 9 minutes on 2 cores
 	$(BIN)/python -m pytest $(ARGS)
 
 test-cluster: $(STAMP)  ## multi-node runs (torchrun nodes, SLURM jobs on a local two-node cluster: root) and launchers

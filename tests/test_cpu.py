@@ -159,9 +159,9 @@ def test_full_range_u8s8_saturates_without_vnni_and_reduce_range_does_not(tmp_pa
     if cpuid != "1 0":  # QEMU before 7.2 cannot emulate AVX2
         pytest.skip(f"qemu-x86_64 -cpu {EMULATED_AVX2} does not show AVX2 without VNNI (AVX2, VNNI: {cpuid})")
     full_range, reduced = (float(value) for value in sums.split())
-    native = [float(load_onnx(path, threads=1)(np.ones((4, 64), np.float32)).mean()) for path in paths]
     exact = 64.0
     assert full_range == pytest.approx(exact * 32767 / 64770, rel=0.02)  # every pair clipped
     assert reduced == pytest.approx(exact, rel=0.02)
     if isa_family() in VNNI:
+        native = [float(load_onnx(path, threads=1)(np.ones((4, 64), np.float32)).mean()) for path in paths]
         assert native == pytest.approx([exact, exact], rel=0.02)
