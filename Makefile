@@ -20,8 +20,8 @@ train: $(STAMP)  ## train the default model (digits, small CNN); extra Hydra ove
 test: $(STAMP)  ## the suite, 8 to 9 minutes on 2 cores
 	$(BIN)/python -m pytest $(ARGS)
 
-test-cluster: $(STAMP)  ## multi-node runs (torchrun nodes, SLURM jobs on a local two-node cluster: root) and launchers
-	$(BIN)/python -m pytest -m "slurm or multinode or launchers" $(ARGS)
+test-cluster: $(STAMP)  ## multi-node runs (torchrun nodes, SLURM jobs on a local two-node cluster: root), launchers, Optuna studies
+	$(BIN)/python -m pytest -m "slurm or multinode or launchers or sweeps" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

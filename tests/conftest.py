@@ -7,11 +7,13 @@ import json
 import os
 import pickle
 import shutil
+import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -19,9 +21,15 @@ from PIL import Image
 
 from lightyard.config import CONF_DIR, compose_train
 
+if TYPE_CHECKING:
+    from selenium import webdriver
+
 ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "logs" / "browser"  # screenshots of the browser tests, kept for a person to look at
 __all__ = ["CONF_DIR", "compose_train"]
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+# a sweep pruner that stops every trial after its second validation epoch: pruning made deterministic
+ALWAYS_PRUNE = "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:2.0,n_warmup_steps:1}"
 NOISE = 2 / 270 + 1e-6  # two of the 270 digits test images: seeds alone move the default run by that much
 
 
@@ -75,6 +83,35 @@ def store_copy(trained: tuple[Path, Path, subprocess.CompletedProcess], bentoml_
     """A private copy of the trained run's model store, as this test's `$BENTOML_HOME`."""
     shutil.copytree(trained[1], bentoml_home)
     return bentoml_home
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    """Headless Chromium from Debian, driven by its chromedriver: no browser is downloaded."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options as ChromeOptions
+    from selenium.webdriver.chrome.service import Service as ChromeService
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        reason = "headless Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    options = ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,800"):
+        options.add_argument(argument)
+    chrome = webdriver.Chrome(service=ChromeService(driver), options=options)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield chrome
+    chrome.quit()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_train(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):

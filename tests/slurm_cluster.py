@@ -6,7 +6,8 @@ slurmdbd (submitit reads job states with `sacct`, which needs accounting storage
 slurmd daemons on distinct ports, `lightyard-node1` and `lightyard-node2` (names that resolve: Lightning
 takes its master address from the first node of the job). Each node declares 8 CPUs whatever the host
 has (`config_overrides`, Slurm's way to emulate a larger cluster), so that jobs ask for what they would
-on a real one. `down` stops them all and removes what `up` added.
+on a real one. `down` stops them all and removes what `up` added. `study_database` gives sweeps a
+database of their own on the same MariaDB.
 
     python tests/slurm_cluster.py up [DIR]      # prints the SLURM_CONF to export
     python tests/slurm_cluster.py down [DIR]
@@ -241,6 +242,25 @@ def _start_all(folder: Path) -> Path:
         "both nodes idle", lambda: [node_states(folder).get(n) for n in NODES] == ["idle", "idle"], folder
     )
     return folder / "slurm.conf"
+
+
+def study_database(folder: Path = DEFAULT_DIR) -> str:
+    """A database on the cluster's MariaDB for Optuna studies, as the SQLAlchemy URL that sweeps and
+    their jobs use (over TCP, as clients on other nodes would)."""
+    port = next(
+        line.split("=", 1)[1]
+        for line in (folder / "slurmdbd.conf").read_text().splitlines()
+        if line.startswith("StoragePort=")
+    )
+    sql = ("CREATE DATABASE IF NOT EXISTS optuna; "
+           "CREATE USER IF NOT EXISTS 'optuna'@'127.0.0.1' IDENTIFIED BY 'optuna'; "
+           "GRANT ALL ON optuna.* TO 'optuna'@'127.0.0.1';")  # fmt: skip
+    created = run(
+        ["mariadb", "--no-defaults", f"--socket={folder / 'mysql.sock'}", "-u", "root", "-e", sql], folder
+    )
+    if created.returncode != 0:
+        raise ClusterError(f"could not create the study database: {created.stderr.strip()}")
+    return f"mysql+pymysql://optuna:optuna@127.0.0.1:{port}/optuna"
 
 
 def down(folder: Path = DEFAULT_DIR) -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -25,8 +24,6 @@ import pytest
 import torch
 from PIL import Image
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options as ChromeOptions
-from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -35,7 +32,7 @@ from lightyard.data import DigitsDataModule
 from lightyard.data.base import Splits
 from lightyard.models import ClassifierModule, build_net
 from lightyard.registry import ModelStore, load, register_export
-from tests.conftest import ROOT
+from tests.conftest import ARTIFACTS, ROOT, free_port
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 LIMITS = {
@@ -43,12 +40,6 @@ LIMITS = {
     "LIGHTYARD_MAX_PIXELS": "1000000",
     "LIGHTYARD_MAX_IMAGES": "4",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(
@@ -449,28 +440,6 @@ def test_lean_bento_serves_from_a_fresh_environment(trained, tmp_path: Path) -> 
             assert response.json()["predictions"][0]["class"] == int(logits.argmax())
     finally:
         stop(process)
-
-
-ARTIFACTS = ROOT / "logs" / "browser"  # screenshots of the browser tests, kept for a person to look at
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    """Headless Chromium from Debian, driven by its chromedriver: no browser is downloaded."""
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        reason = "headless Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    options = ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,800"):
-        options.add_argument(argument)
-    chrome = webdriver.Chrome(service=ChromeService(driver), options=options)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    yield chrome
-    chrome.quit()
 
 
 @pytest.fixture

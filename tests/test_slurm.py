@@ -17,7 +17,7 @@ import pytest
 from lightyard.models.checkpoints import read_checkpoint
 from lightyard.registry import ModelStore
 from tests import slurm_cluster
-from tests.conftest import NOISE, QUIET, ROOT, run_train
+from tests.conftest import ALWAYS_PRUNE, NOISE, QUIET, ROOT, run_train
 
 pytestmark = pytest.mark.slurm
 FAST = ["trainer.accelerator=cpu", "trainer.max_epochs=2", *QUIET]
@@ -251,3 +251,50 @@ def test_a_plain_sbatch_job_is_requeued_by_the_callback(cluster: dict[str, str],
     assert "requeued SLURM job" in log and f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in log
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == epochs * STEPS_PER_EPOCH
     assert json.loads((run / "metrics.json").read_text())["test/acc"] > 0.8
+
+
+def test_sweep_workers_in_slurm_jobs_pull_trials_from_a_mariadb_study(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """hparams_search=optuna with n_jobs=2 on the cluster: two SLURM jobs ask the study on the cluster's
+    MariaDB for trials until it has n_trials, each trial reporting and pruned from inside its job."""
+    import optuna
+
+    url = slurm_cluster.study_database()
+    name = f"slurm-{tmp_path.name}"
+    study = [f"hydra.sweeper.storage={url}", f"hydra.sweeper.study_name={name}"]
+    args = ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", ALWAYS_PRUNE, "trainer.max_epochs=4"]
+    result = submit(["hparams_search=optuna", *study, *args, "trainer.accelerator=cpu", "export.enabled=false",
+                     *QUIET], tmp_path, cluster)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert [t.state.name for t in trials] == ["PRUNED"] * 4
+    assert all(t.user_attrs["epochs"] == 2 for t in trials)
+    jobs = submitted(sweep_dir(tmp_path))
+    assert len(jobs) == 2
+    assert len({t.system_attrs["lightyard:owner"] for t in trials}) == 2  # both jobs ran trials
+    for job_id in jobs:
+        assert settled(job_id, cluster)[0]["State"] == "COMPLETED"
+
+
+def test_a_two_node_trial_runs_every_rank_with_the_trial_rank_zero_was_given(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """A sweep job of 2 tasks (DDP over 2 nodes): rank zero asks the study, rank one runs the same trial;
+    a second trial reuses the job. Ranks with different parameters would not train together."""
+    import optuna
+
+    url = slurm_cluster.study_database()
+    name = f"ddp-{tmp_path.name}"
+    study = [f"hydra.sweeper.storage={url}", f"hydra.sweeper.study_name={name}"]
+    result = submit(["hparams_search=optuna", *study, "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none",
+                     "trainer.num_nodes=2", "trainer.devices=1", *FAST, "export.enabled=false",
+                     "register.enabled=false"], tmp_path, cluster)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+    for trial in trials:
+        log = (Path(trial.user_attrs["run_dir"]) / "train.log").read_text()
+        assert "world size 2 = 2 node(s) × 1 device(s)" in log
+    (job_id,) = submitted(sweep_dir(tmp_path))
+    assert settled(job_id, cluster)[0]["NNodes"] == "2"

@@ -33,20 +33,6 @@ def test_basic_multirun_makes_one_dir_per_job(tmp_path: Path) -> None:
     assert lrs == [1e-3, 3e-3]
 
 
-def test_optuna_sweep_runs_trials_and_reports_the_best(tmp_path: Path) -> None:
-    result = run_train(
-        ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-         f"hydra.sweep.dir={tmp_path}", *QUICK],
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert_ok(result)
-    assert len(job_dirs(tmp_path)) == 2
-    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"model.optimizer.lr", "model.net.width", "data.batch_size"}
-    accuracies = [json.loads((j / "metrics.json").read_text())["val/acc_best"] for j in job_dirs(tmp_path)]
-    assert best["best_value"] == max(accuracies)
-
-
 @pytest.mark.launchers
 def test_submitit_local_launcher(tmp_path: Path) -> None:
     result = run_train(

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from lightyard.errors import UserError
+from lightyard.sweeps.space import parse_override
 from lightyard.validation import check_config
 
 if TYPE_CHECKING:
@@ -124,6 +125,17 @@ def check_overrides(overrides: Sequence[str], conf_dir: Path) -> None:
     composed once here for that (about 0.1 s); any other composition problem is left to Hydra, which
     knows what only a run can (a sweep's values, `--cfg`, `--config-name`)."""
     check_group_overrides(overrides, conf_dir)
+    for override in overrides:
+        if override.startswith("-"):
+            continue
+        parsed = parse_override(override, override)
+        key = parsed.get_key_element().lstrip("+~")
+        if parsed.is_sweep_override() and key.startswith("hydra."):
+            dimension = key.rsplit("hydra.sweeper.params.", 1)[-1]
+            raise UserError(
+                f"{override}: Hydra's own settings take one value; quote a search dimension "
+                f"({key}='{override.split('=', 1)[1]}') or give it as {dimension}=..."
+            )
     if any(arg.startswith("-") for arg in overrides):
         return  # Hydra's own flags (-m, --cfg job, --config-name NAME, ...): its arguments are not overrides
     plain = [arg for arg in overrides if not arg.lstrip("+~").startswith("hydra")]

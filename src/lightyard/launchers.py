@@ -50,14 +50,20 @@ def job_failure(message: str, folder: str) -> str:
     return f"job {found['id']} failed: {reason}; its log: {where}"
 
 
-def checked_launch(launch, folder: str, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
-    """`launch(job_overrides, initial_job_idx)` of a submitit launcher, its failed jobs as `UserError`s."""
+def submitted(launch, folder: str, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+    """`launch(job_overrides, initial_job_idx)` of a submitit launcher, a job that ended without a result
+    (or a refused submission) as a `UserError`."""
     import submitit
 
     try:
-        returns: Sequence[JobReturn] = launch(job_overrides, initial_job_idx)
+        return launch(job_overrides, initial_job_idx)
     except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedSubmissionError) as err:
         raise UserError(job_failure(str(err), folder)) from None
+
+
+def checked_launch(launch, folder: str, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+    """`submitted(...)` of Hydra jobs, those whose task failed as `UserError`s too."""
+    returns: Sequence[JobReturn] = submitted(launch, folder, job_overrides, initial_job_idx)
     for number, job in enumerate(returns, start=initial_job_idx):
         if job.status == JobStatus.FAILED:
             raise UserError(f"job #{number} failed: {first_line(job._return_value)}; its log: {folder}")

@@ -2,7 +2,10 @@
 
 Builds the data module, network, LightningModule, callbacks, loggers and Trainer from the Hydra config,
 fits, tests the best checkpoint, exports and verifies it (ExportCallback), writes `metrics.json` and
-registers the verified artifacts. Files are written and messages printed on rank zero only.
+registers the verified artifacts. Files are written and messages printed on rank zero only. Inside an
+Optuna sweep (`cfg.optuna.trial` set by the sweeper) it also reports to the study after every validation
+epoch, skips testing and export once the pruner stops it, and leaves registration to the sweep, which
+registers its best trial only.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from lightyard.models import build_net
 from lightyard.models.checkpoints import check_fits, net_state_dict, read_checkpoint
 from lightyard.models.nets import PRUNED_CHANNELS
 from lightyard.models.surgery import fit_channels
-from lightyard.registry import ModelStore, register_export
+from lightyard.registry import register_run
 from lightyard.registry.store import check_model_name
+from lightyard.sweeps.study import REGISTRATION_FILE
 from lightyard.tracking.loggers import log_hparams
 from lightyard.validation import check_config
 
@@ -54,6 +58,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         _check_checkpoint(model, ckpt_path)
 
     callbacks = instantiate_all(cfg.get("callbacks"))
+    reporter = _trial_reporter(cfg)
+    callbacks += [reporter] if reporter else []
     exporter = _exporter(cfg)
     callbacks = _in_pipeline_order(callbacks, exporter, output_dir)
     compression = [callback for callback in callbacks if isinstance(callback, CompressionStep)]
@@ -71,8 +77,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if training:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = _as_floats(trainer.callback_metrics)
+    pruned = reporter.pruned_epoch() if reporter else None
+    testing = cfg.get("test", True)
+    if pruned is not None:
+        _say(f"trial {cfg.optuna.trial} was pruned after epoch {pruned}: not tested, exported or registered")
+        testing, exporter, registering = False, None, False
 
-    if cfg.get("test", True):
+    if testing:
         # After training: the best epoch (or the current weights); with train=false: the given checkpoint.
         best = _tested_checkpoint(trainer, training, ckpt_path)
         _say(f"testing {'checkpoint ' + str(best) if best else 'current weights'}")
@@ -132,6 +143,24 @@ def _exporter(cfg: DictConfig) -> ExportCallback | None:
     return ExportCallback(export.dir, list(export.formats), export.opset, export.atol, export.images)
 
 
+def _trial_number(cfg: DictConfig) -> int | None:
+    """This run's trial number when an Optuna sweep runs it (`conf/hparams_search/optuna.yaml`)."""
+    optuna = cfg.get("optuna")
+    return None if not optuna or optuna.get("trial") is None else int(optuna.trial)
+
+
+def _trial_reporter(cfg: DictConfig) -> L.Callback | None:
+    """The callback that reports a sweep trial's metric to its study and prunes it (None outside one)."""
+    number = _trial_number(cfg)
+    if number is None:
+        return None
+    from lightyard.sweeps.reporter import TrialReporter
+
+    pruner = cfg.optuna.get("pruner")
+    pruner = OmegaConf.to_container(pruner, resolve=True) if isinstance(pruner, DictConfig) else pruner
+    return TrialReporter(cfg.optuna.storage, cfg.optuna.study_name, number, cfg.optimized_metric, pruner)
+
+
 def _registering(cfg: DictConfig, exporter: ExportCallback | None) -> bool:
     register = cfg.get("register")
     if not register or not register.enabled:
@@ -151,20 +180,24 @@ def _register(
     metrics: dict,
     checkpoint: str | None,
 ) -> None:
-    config = OmegaConf.to_container(cfg, resolve=True)
     lineage = model.lineage()
     where = {"run_dir": str(cfg.paths.output_dir), "checkpoint": str(checkpoint)}
     lineage["steps"] = [{**step, **where} for step in lineage["steps"]]
     lineage["steps"] += [step.lineage_step() for step in compression]
     lineage["parents"] += [parent for step in compression for parent in step.parents]
-    store = ModelStore()
-    version = register_export(
-        exporter.dirpath, cfg.register.name, metrics=metrics, config=config, lineage=lineage, store=store
-    )
-    if cfg.register.stage not in (None, "none"):
-        store.set_stage(version.tag, cfg.register.stage)
-    stage = f" ({cfg.register.stage})" if cfg.register.stage not in (None, "none") else ""
-    _say(f"registered as {version.tag}{stage} in {store.models}: lightyard models show {version.tag}")
+    record = {
+        "export_dir": str(exporter.dirpath),
+        "name": cfg.register.name,
+        "stage": cfg.register.stage,
+        "metrics": metrics,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "lineage": lineage,
+    }
+    if _trial_number(cfg) is not None:
+        path = write_json_atomic(Path(cfg.paths.output_dir) / REGISTRATION_FILE, record)
+        _say(f"registration left to the sweep, which registers its best trial ({path.name})")
+        return
+    _say(register_run(record))
 
 
 def _interrupted_run(output_dir: Path) -> Path | None:

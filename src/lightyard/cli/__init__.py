@@ -10,7 +10,7 @@ import argparse
 import logging
 
 from lightyard import __version__
-from lightyard.cli import export, models, quantize
+from lightyard.cli import export, models, quantize, sweeps
 from lightyard.errors import exit_on_user_error
 
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_command(commands)
     models.add_commands(commands)
     quantize.add_command(commands)
+    sweeps.add_commands(commands)
     return parser
 
 

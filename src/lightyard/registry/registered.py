@@ -57,6 +57,26 @@ def register_export(
     return (store or ModelStore()).add(name, files, metadata, framework_versions())
 
 
+def register_run(record: dict, store: ModelStore | None = None) -> str:
+    """Register a run's export as `train()` describes it (`export_dir`, `name`, `stage`, `metrics`,
+    `config`, `lineage`) and set its stage; returns the line that says where it went. A sweep calls it
+    once, for its best trial, with the record that trial left in its run dir."""
+    store = store or ModelStore()
+    version = register_export(
+        record["export_dir"],
+        record["name"],
+        metrics=record["metrics"],
+        config=record["config"],
+        lineage=record["lineage"],
+        store=store,
+    )
+    stage = record.get("stage")
+    if stage not in (None, "none"):
+        store.set_stage(version.tag, stage)
+    shown = f" ({stage})" if stage not in (None, "none") else ""
+    return f"registered as {version.tag}{shown} in {store.models}: lightyard models show {version.tag}"
+
+
 def stored_config(metadata: dict) -> dict:
     return json.loads(metadata.get("config") or "{}")
 
