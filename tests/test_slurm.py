@@ -264,8 +264,8 @@ def test_sweep_workers_in_slurm_jobs_pull_trials_from_a_mariadb_study(
     name = f"slurm-{tmp_path.name}"
     study = [f"hydra.sweeper.storage={url}", f"hydra.sweeper.study_name={name}"]
     args = ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", ALWAYS_PRUNE, "trainer.max_epochs=4"]
-    result = submit(["hparams_search=optuna", *study, *args, "trainer.accelerator=cpu", "export.enabled=false",
-                     *QUIET], tmp_path, cluster)  # fmt: skip
+    result = submit(["hparams_search=optuna", *study, *args, "trainer.accelerator=cpu",
+                     "export.enabled=false", *QUIET], tmp_path, cluster)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna.load_study(study_name=name, storage=url).trials
     assert [t.state.name for t in trials] == ["PRUNED"] * 4
