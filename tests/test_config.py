@@ -15,7 +15,7 @@ from lightyard.validation import check_config
 from tests.conftest import CONF_DIR, compose_train
 
 GROUPS = ["data", "model", "model/net", "callbacks", "logger", "trainer", "paths", "hydra", "debug"]
-GLOBAL_GROUPS = ["experiment", "hparams_search", "hydra/launcher"]
+GLOBAL_GROUPS = ["experiment", "hparams_search", "hydra/launcher", "hydra/sweeper"]
 
 
 def options(group: str) -> list[str]:

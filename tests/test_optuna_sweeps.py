@@ -226,3 +226,29 @@ def test_a_ddp_trial_is_reported_by_rank_zero_and_pruned_on_every_rank(tmp_path:
     assert trial.state.name == "PRUNED" and sorted(trial.intermediate_values) == [0, 1]
     assert trial.user_attrs["epochs"] == 2
     assert "was pruned after epoch 1" in (Path(trial.user_attrs["run_dir"]) / "train.log").read_text()
+
+
+def test_hydra_sweep_syntax_becomes_optuna_distributions() -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from lightyard.sweeps.space import parse_space
+
+    params = {
+        "model.optimizer.lr": "tag(log, interval(0.0003, 0.03))",
+        "model.net.width": "choice(16, 32)",
+        "data.batch_size": "range(32, 129, 32)",
+        "trainer.max_epochs": "tag(int, interval(2, 6))",
+    }
+    space = parse_space(params, ["model.net.width=choice(8,64)", "data.tag=a,b", "trainer.max_epochs=3"])
+    found = space.distributions
+    assert found["model.optimizer.lr"] == FloatDistribution(0.0003, 0.03, log=True)
+    assert found["model.net.width"] == CategoricalDistribution([8, 64])  # the command line wins
+    assert found["data.batch_size"] == IntDistribution(32, 128, step=32)
+    assert found["data.tag"] == CategoricalDistribution(["a", "b"])
+    assert "trainer.max_epochs" not in found and space.fixed == ["trainer.max_epochs=3"]  # fixed there
+    overrides = space.overrides({"data.tag": "null", "model.optimizer.lr": 0.001})
+    assert overrides == [
+        "trainer.max_epochs=3",
+        "data.tag='null'",
+        "model.optimizer.lr=0.001",
+    ]  # 'null' a string

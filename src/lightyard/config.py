@@ -126,7 +126,7 @@ def check_overrides(overrides: Sequence[str], conf_dir: Path) -> None:
     knows what only a run can (a sweep's values, `--cfg`, `--config-name`)."""
     check_group_overrides(overrides, conf_dir)
     for override in overrides:
-        if override.startswith("-"):
+        if override.startswith("-") or "=" not in override:  # Hydra's flags and their arguments
             continue
         parsed = parse_override(override, override)
         key = parsed.get_key_element().lstrip("+~")

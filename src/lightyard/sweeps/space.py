@@ -34,8 +34,8 @@ class SearchSpace:
 
 
 def parse_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> SearchSpace:
-    """The space of `hydra.sweeper.params` and the command line's sweep overrides (which win); the
-    command line's other overrides become the fixed part."""
+    """The space of `hydra.sweeper.params` and the command line's sweep overrides; the command line's
+    other overrides are the fixed part. The command line wins: a value given there is not searched."""
     parser = OverridesParser.create()
     space = SearchSpace()
     for key, expression in (params or {}).items():
@@ -47,7 +47,8 @@ def parse_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> S
         override = parse_override(argument, argument, parser)
         if override.is_sweep_override():
             space.distributions[override.get_key_element()] = _distribution(override, argument)
-        else:
+        else:  # a value given on the command line is fixed, even for a key the params search
+            space.distributions.pop(override.get_key_element(), None)
             space.fixed.append(argument)
     return space
 
