@@ -29,12 +29,13 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-bench: $(STAMP)  ## every benchmark in bench/ (about 25 minutes on 2 cores)
+bench: $(STAMP)  ## the main benchmarks in bench/ (about an hour on 2 cores)
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/export_overhead.py
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/distill_study.py --seeds 5
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/sweeps.py
 
 clean:
 	rm -rf logs/ .pytest_cache/ .ruff_cache/

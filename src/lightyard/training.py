@@ -31,7 +31,7 @@ from lightyard.models.nets import PRUNED_CHANNELS
 from lightyard.models.surgery import fit_channels
 from lightyard.registry import register_run
 from lightyard.registry.store import check_model_name
-from lightyard.sweeps.study import REGISTRATION_FILE
+from lightyard.sweeps.study import REGISTRATION_FILE, redact
 from lightyard.tracking.loggers import log_hparams
 from lightyard.validation import check_config
 
@@ -194,6 +194,7 @@ def _register(
         "lineage": lineage,
     }
     if _trial_number(cfg) is not None:
+        record["config"]["optuna"]["storage"] = redact(cfg.optuna.storage)  # the registry keeps no password
         path = write_json_atomic(Path(cfg.paths.output_dir) / REGISTRATION_FILE, record)
         _say(f"registration left to the sweep, which registers its best trial ({path.name})")
         return
