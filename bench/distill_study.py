@@ -35,8 +35,8 @@ QUIET = [
     "callbacks.model_summary=null",
     "callbacks.prediction_samples=null",
     "callbacks.lr_monitor=null",
-    "+trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
     "export.enabled=false",
     "register.enabled=false",
 ]

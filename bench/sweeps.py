@@ -61,8 +61,8 @@ CHEAP = [
     "callbacks.rich_progress_bar=null",
     "callbacks.model_summary=null",
     "callbacks.prediction_samples=null",
-    "+trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
 ]
 # Neither train.py nor conf/ sets a thread count: torch takes its intra-op threads from OMP_NUM_THREADS
 # when it is imported (MKL's for the BLAS it calls), so one thread per trial, n_jobs=2 using two cores.

@@ -146,3 +146,49 @@ def test_serve_config_is_complete() -> None:
     stated = OmegaConf.to_container(OmegaConf.load(CONFIG))
     assert stated == asdict(ServingSettings())
     assert ServingSettings.load(CONFIG, environ={}) == ServingSettings()
+
+
+# lightyard's own choices where conf/trainer/default.yaml differs from Lightning's defaults
+TRAINER_CHOICES = {
+    "default_root_dir": "${paths.output_dir}",  # the run dir
+    "devices": 1,  # one process unless asked: `trainer.devices=N` is DDP
+    "precision": "32-true",
+    "max_epochs": 30,
+    "min_epochs": 1,
+    "log_every_n_steps": 10,  # digits has 20 steps per epoch: Lightning's 50 would log none
+    "deterministic": False,
+}
+
+
+def test_every_trainer_argument_is_a_checked_setting() -> None:
+    """`trainer.NAME=value` works for every argument of the installed Lightning's Trainer (the config
+    lists them all, at Lightning's default unless lightyard chose otherwise) and each is type-checked."""
+    import inspect
+
+    import lightning
+
+    from lightyard.validation import RULES
+
+    parameters = inspect.signature(lightning.Trainer.__init__).parameters
+    names = [name for name in parameters if name not in ("self", "logger", "callbacks", "plugins")]
+    listed = OmegaConf.load(CONF_DIR / "trainer" / "default.yaml")
+    assert sorted(set(listed) - {"_target_"}) == sorted(names)
+    for name in names:
+        expected = TRAINER_CHOICES.get(name, parameters[name].default)
+        assert listed._get_node(name)._value() == expected, name  # as written: no interpolation resolved
+    checked = {rule.key for rule in RULES}
+    assert [name for name in names if f"trainer.{name}" not in checked] == ["default_root_dir"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.limit_train_batches=abc", "trainer.limit_train_batches takes a whole number of batches"),
+        ("trainer.val_check_interval=0", "takes a whole number of batches ≥ 1 or a fraction in (0, 1]"),
+        ("trainer.gradient_clip_algorithm=max", "takes one of norm, value"),
+        ("trainer.limit_val_batch=3", "did you mean trainer.limit_val_batches?"),
+    ],
+)
+def test_a_trainer_argument_of_the_wrong_type_is_one_line(override: str, message: str) -> None:
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        check_overrides([override], CONF_DIR)

@@ -10,7 +10,7 @@ import torch
 
 from lightyard.models.checkpoints import read_checkpoint
 from lightyard.training import train
-from tests.conftest import QUIET, compose_train
+from tests.conftest import QUIET, assert_ok, compose_train, run_train
 from tests.tensorboard_reader import graph_count, hparams_of, read_events
 
 STEPS_PER_EPOCH = 20  # 1,257 digits training images / batch 64
@@ -126,3 +126,25 @@ def test_rerunning_into_a_run_dir_resumes_it(tmp_path: Path) -> None:
     last = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert (last["epoch"], last["global_step"]) == (1, 2 * STEPS_PER_EPOCH)
     assert graph_count(tmp_path / "tensorboard") == 1  # the run's graph, not logged again by the resume
+
+
+def test_any_trainer_argument_is_set_from_the_command_line(tmp_path: Path) -> None:
+    """Gradient clipping, accumulation, batch limits and the validation interval, as `trainer.NAME=value`
+    (no `+`): what the Trainer did, recorded by a probe callback, not what the config says."""
+    run_dir = tmp_path / "run"
+    result = run_train(
+        ["trainer.max_epochs=2", "trainer.gradient_clip_val=0.001", "trainer.gradient_clip_algorithm=value",
+         "trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=5", "trainer.limit_val_batches=3",
+         "trainer.val_check_interval=0.5", "export.enabled=false",
+         "+callbacks.probe._target_=tests.trainer_probe.TrainerProbe",
+         f"+callbacks.probe.path={run_dir}/probe.json",
+         f"hydra.run.dir={run_dir}", *QUIET],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(result)
+    probe = json.loads((run_dir / "probe.json").read_text())
+    assert len(probe["train_batches"]) == 10  # 5 batches × 2 epochs
+    # one optimizer step per 2 batches, and one for the epoch's odd last batch: 3 per epoch
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 6
+    assert max(probe["largest_gradient"]) == pytest.approx(0.001)  # clipped by value, and it did clip
+    assert probe["val_batches"] == [3, 3, 3, 3]  # twice per epoch (every 2 of the 5 batches), 3 batches each

@@ -89,6 +89,26 @@ def _devices(value: Any) -> bool:
     return isinstance(value, list | tuple) and bool(value) and all(_whole(d) and d >= 0 for d in value)
 
 
+def _batches(value: Any) -> bool:
+    """Lightning's `limit_*_batches`/`overfit_batches`: a whole number of batches or a fraction."""
+    return (_whole(value) and value >= 0) or (isinstance(value, float) and 0 <= value <= 1)
+
+
+def _interval(value: Any) -> bool:
+    """`val_check_interval`: every N training batches, or a fraction of an epoch."""
+    return (_whole(value) and value >= 1) or (isinstance(value, float) and 0 < value <= 1)
+
+
+BATCHES = "a whole number of batches ≥ 0 or a fraction in [0, 1]"
+TRAINER_FLAGS = ("inference_mode", "detect_anomaly", "barebones", "use_distributed_sampler", "sync_batchnorm",
+                 "enable_autolog_hparams")  # fmt: skip
+TRAINER_SWITCHES = (
+    "enable_checkpointing",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "benchmark",
+)  # or null
+
 RULES = (
     flag("train"),
     flag("test"),
@@ -110,7 +130,26 @@ RULES = (
     Rule(
         "trainer.deterministic", lambda v: isinstance(v, bool) or v == "warn", "true, false or 'warn'", True
     ),
-    flag("trainer.sync_batchnorm"),
+    *(flag(f"trainer.{name}") for name in TRAINER_FLAGS),
+    *(flag(f"trainer.{name}", nullable=True) for name in TRAINER_SWITCHES),
+    whole("trainer.max_steps", -1, "a whole number ≥ -1 (-1: no limit)"),
+    whole("trainer.min_steps", 0, nullable=True),
+    Rule("trainer.max_time", lambda v: isinstance(v, str) and v.count(":") == 3, "DD:HH:MM:SS", True),
+    Rule("trainer.fast_dev_run", lambda v: isinstance(v, bool) or (_whole(v) and v >= 0), "true, false or N"),
+    *(
+        Rule(f"trainer.limit_{loop}_batches", _batches, BATCHES, True)
+        for loop in ("train", "val", "test", "predict")
+    ),
+    Rule("trainer.overfit_batches", _batches, BATCHES),
+    Rule(
+        "trainer.val_check_interval", _interval, "a whole number of batches ≥ 1 or a fraction in (0, 1]", True
+    ),
+    whole("trainer.num_sanity_val_steps", -1, "a whole number ≥ -1 (-1: all)", nullable=True),
+    whole("trainer.reload_dataloaders_every_n_epochs", 0),
+    one_of("trainer.gradient_clip_algorithm", ("norm", "value"), nullable=True),
+    one_of("trainer.profiler", ("simple", "advanced", "pytorch", "xla"), nullable=True),
+    Rule("trainer.strategy", lambda v: isinstance(v, str), "a strategy name (auto, ddp, ddp_spawn, fsdp, …)"),
+    Rule("trainer.model_registry", lambda v: isinstance(v, str), "a model name", True),
     whole("data.batch_size", 1),
     whole("data.num_workers", 0),
     whole("data.image_size", 1),
