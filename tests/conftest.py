@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from selenium import webdriver
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "logs" / "browser"  # screenshots of the browser tests, kept for a person to look at
 __all__ = ["CONF_DIR", "compose_train"]
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 # a sweep pruner that stops every trial after its second validation epoch: pruning made deterministic
@@ -41,6 +40,21 @@ def pytest_runtest_makereport(
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The suite writes only under its temporary folders, whatever the user's shell exports: before any
+    fixture runs (module- and session-scoped ones too, and the processes they start), the model store is
+    a fresh one of the session's and no `LIGHTYARD_*` or `BENTOML_*` setting of the user's is seen."""
+    home = tmp_path_factory.mktemp("session") / "bentoml"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(("LIGHTYARD_", "BENTOML_")):
+                patch.delenv(name)
+        patch.setenv("BENTOML_HOME", str(home))
+        patch.setenv("BENTOML_DO_NOT_TRACK", "true")
+        yield home
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +99,13 @@ def store_copy(trained: tuple[Path, Path, subprocess.CompletedProcess], bentoml_
     return bentoml_home
 
 
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Screenshots of the browser tests, kept for a person to look at: under pytest's temporary folder
+    (`pytest-of-$USER/pytest-current/browser0/`), never in the checkout."""
+    return tmp_path_factory.mktemp("browser")
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
     """Headless Chromium from Debian, driven by its chromedriver: no browser is downloaded."""
@@ -103,7 +124,6 @@ def browser() -> Iterator[webdriver.Chrome]:
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,800"):
         options.add_argument(argument)
     chrome = webdriver.Chrome(service=ChromeService(driver), options=options)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield chrome
     chrome.quit()
 

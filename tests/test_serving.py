@@ -32,7 +32,7 @@ from lightyard.data import DigitsDataModule
 from lightyard.data.base import Splits
 from lightyard.models import ClassifierModule, build_net
 from lightyard.registry import ModelStore, load, register_export
-from tests.conftest import ARTIFACTS, ROOT, free_port
+from tests.conftest import ROOT, free_port
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 LIMITS = {
@@ -443,12 +443,14 @@ def test_lean_bento_serves_from_a_fresh_environment(trained, tmp_path: Path) -> 
 
 
 @pytest.fixture
-def screenshots(browser: webdriver.Chrome, request: pytest.FixtureRequest) -> Iterator[Callable[[str], None]]:
-    """`shot(name)` keeps a screenshot in ARTIFACTS; a failing test leaves one of where it stopped."""
-    yield lambda name: browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+def screenshots(
+    browser: webdriver.Chrome, artifacts: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], None]]:
+    """`shot(name)` keeps a screenshot in `artifacts`; a failing test leaves one of where it stopped."""
+    yield lambda name: browser.save_screenshot(str(artifacts / f"{name}.png"))
     report = getattr(request.node, "report_call", None)  # set by conftest's pytest_runtest_makereport
     if report is not None and report.failed:
-        browser.save_screenshot(str(ARTIFACTS / f"FAILED-{request.node.name}.png"))
+        browser.save_screenshot(str(artifacts / f"FAILED-{request.node.name}.png"))
 
 
 def loaded_from(chrome: webdriver.Chrome) -> set[str]:
@@ -466,6 +468,12 @@ def test_the_page_shows_the_model_and_classifies_an_upload(
     wait = WebDriverWait(browser, 30)
     browser.get(f"{url}/")
     wait.until(lambda chrome: chrome.find_element(By.ID, "tag").text == info["model"])
+    assert not browser.find_element(By.ID, "result").is_displayed()  # no broken image before an upload
+    assert not browser.find_element(By.ID, "preview").is_displayed()
+    shown = [row.text.split()[0] for row in browser.find_elements(By.CSS_SELECTOR, "#metrics tr")]
+    evaluation = sorted(name for name in info["metrics"] if name.startswith(("test/", "val/")))
+    assert shown == evaluation and "train/loss_step" in info["metrics"]  # the page: evaluation figures only
+    screenshots("page-before-upload")
     assert browser.find_element(By.ID, "stage").text == info["stage"] == "production"
     terms, values = (
         [e.text for e in browser.find_elements(By.CSS_SELECTOR, f"#model {tag}")] for tag in ("dt", "dd")

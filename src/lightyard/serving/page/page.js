@@ -28,7 +28,9 @@ function describe(info) {
     text($("model"), "dd", value);
   }
   $("classes").textContent = spec.class_names.join(", ");
-  for (const [name, value] of Object.entries(info.metrics).sort()) {
+  // the evaluation figures: the last per-step training values (train/loss_step, …) are noise to a visitor
+  const evaluation = Object.entries(info.metrics).filter(([name]) => /^(test|val)\//.test(name));
+  for (const [name, value] of evaluation.sort()) {
     const row = $("metrics").insertRow();
     row.insertCell().textContent = name;
     row.insertCell().textContent = typeof value === "number" ? value.toFixed(4) : String(value);
