@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 # a sweep pruner that stops every trial after its second validation epoch: pruning made deterministic
 ALWAYS_PRUNE = "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:2.0,n_warmup_steps:1}"
 NOISE = 2 / 270 + 1e-6  # two of the 270 digits test images: seeds alone move the default run by that much
+SESSION_HOME = pytest.StashKey[Path]()  # the session's folder for its model store
 
 
 @pytest.hookimpl(wrapper=True)
@@ -42,19 +44,22 @@ def pytest_runtest_makereport(
     return report
 
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def pytest_configure(config: pytest.Config) -> None:
     """The suite writes only under its temporary folders, whatever the user's shell exports: before any
-    fixture runs (module- and session-scoped ones too, and the processes they start), the model store is
-    a fresh one of the session's and no `LIGHTYARD_*` or `BENTOML_*` setting of the user's is seen."""
-    home = tmp_path_factory.mktemp("session") / "bentoml"
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith(("LIGHTYARD_", "BENTOML_")):
-                patch.delenv(name)
-        patch.setenv("BENTOML_HOME", str(home))
-        patch.setenv("BENTOML_DO_NOT_TRACK", "true")
-        yield home
+    test module is imported (BentoML reads its home then) and any fixture runs (module- and
+    session-scoped ones too, and the processes they start), the model store is a fresh one of the
+    session's and no `LIGHTYARD_*` or `BENTOML_*` setting of the user's is seen."""
+    for name in list(os.environ):
+        if name.startswith(("LIGHTYARD_", "BENTOML_")):
+            del os.environ[name]
+    config.stash[SESSION_HOME] = Path(tempfile.mkdtemp(prefix="lightyard-tests-"))
+    os.environ["BENTOML_HOME"] = str(config.stash[SESSION_HOME] / "bentoml")
+    os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SESSION_HOME in config.stash:
+        shutil.rmtree(config.stash[SESSION_HOME], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
