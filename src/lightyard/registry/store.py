@@ -26,7 +26,7 @@ from bentoml.exceptions import BentoMLException
 
 from lightyard.bentoml_adapter import ModelContext, ModelInfo, ModelOptions, Tag
 from lightyard.errors import UserError
-from lightyard.io import write_text_atomic
+from lightyard.io import process_alive, write_text_atomic
 
 MODEL_YAML = "model.yaml"
 STAGES = ("none", "staging", "production")
@@ -317,15 +317,5 @@ def _remove_abandoned(staging_root: Path) -> None:
     """Staging folders of registrations whose process is gone (killed mid-write)."""
     for folder in staging_root.iterdir():
         pid = folder.name.split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -28,6 +28,7 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, open_dict
 
 from lightyard.errors import UserError, first_line
+from lightyard.io import process_alive
 from lightyard.sweeps.space import SearchSpace, as_override
 from lightyard.sweeps.study import ERROR, RUN_DIR, open_storage
 
@@ -150,7 +151,7 @@ class TrialLoop:
         host = socket.gethostname()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner_host, _, pid = str(trial.system_attrs.get(OWNER, "")).rpartition(":")
-            if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            if owner_host == host and pid.isdigit() and not process_alive(int(pid)):
                 study._storage.set_trial_user_attr(trial._trial_id, ERROR, "its worker process died")
                 study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         with warnings.catch_warnings():  # "experimental" since Optuna 2.9; the heartbeat needs it
@@ -251,13 +252,3 @@ def failures(trials, since: datetime) -> list:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
