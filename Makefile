@@ -17,7 +17,7 @@ install: $(STAMP)
 train: $(STAMP)  ## train the default model (digits, small CNN); extra Hydra overrides via ARGS="..."
 	$(BIN)/python train.py $(ARGS)
 
-test: $(STAMP)  ## the suite, 8 to 9 minutes on 2 cores
+test: $(STAMP)  ## the suite (its duration: docs/results.md)
 	$(BIN)/python -m pytest $(ARGS)
 
 test-cluster: $(STAMP)  ## multi-node runs (torchrun nodes, SLURM jobs on a local two-node cluster: root), launchers, Optuna studies
@@ -29,7 +29,7 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-bench: $(STAMP)  ## the main benchmarks in bench/ (about an hour on 2 cores)
+bench: $(STAMP)  ## the main benchmarks in bench/ (what each takes: docs/results.md)
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/export_overhead.py
 	$(BIN)/python bench/compression.py

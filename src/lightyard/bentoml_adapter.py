@@ -130,15 +130,13 @@ def adaptive_batcher(
     - The cork never waits while a runtime slot is free. The dispatcher holds a request back for the
       average wait of its recent batches, hoping for company; under load those waits include the time
       spent queued behind a busy runtime, so after a burst the average stays high and lone requests
-      keep waiting it with the runtime idle. Measured on ResNet-18, one client after a minute of 64:
-      60 ms per request with the cork (INT8; FP32 73 ms), 7 ms without it (FP32 18 ms); at 64 clients
-      the throughput is the same either way.
+      keep waiting it with the runtime idle: several times their own call, while under full load the
+      cork gains nothing (figures: docs/results.md, Serving).
     - A free slot takes 1/(QUEUE_SHARE × streams) of the queue, not all of it. Taking everything
       serialises a queue on one stream while the others free up and idle, and a Poisson load's p99
       grows with the batch. Shares give small batches on every stream while the queue is short and
-      large ones once it is long (ResNet-18 on 2 cores, `bench/serving.py`: the Server scenario's
-      highest rate with p99 ≤ 5× batch 1 went from 0.48 to 0.52 of the runtime's own throughput on
-      FP32, from 0.16 to 0.26 on INT8; Offline unchanged).
+      large ones once it is long: the Server scenario's rate rises and Offline throughput stays as it
+      was (`bench/serving.py`; figures in docs/results.md).
     Batch sizes are recorded in BentoML's own `bentoml_service_adaptive_batch_size` histogram, and the
     seconds of each runtime call in `lightyard_runtime_call_seconds`: a lone request's latency less its
     call is what the server adds.

@@ -1,7 +1,7 @@
 """Turning Hydra configs into objects, with user mistakes reported as one-line `UserError`s.
 
 Lightning and torch are imported where they are used: `train.py` checks its command line with this module
-before importing them, so that a mistake is reported in half a second rather than after 5 s of imports.
+before importing them, so that a mistake is reported before the seconds those imports take.
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ def check_overrides(overrides: Sequence[str], conf_dir: Path) -> None:
     """Command-line mistakes, in one line and before anything is imported or created: an unknown group
     option and a key the config does not have (`trainer.max_epoch=3`), which Hydra reports as multi-line
     composition errors, and a value its key does not take (`lightyard.validation`). The command line is
-    composed once here for that (about 0.1 s); any other composition problem is left to Hydra, which
-    knows what only a run can (a sweep's values, `--cfg`, `--config-name`)."""
+    composed once here for that (cheap beside the imports); any other composition problem is left to
+    Hydra, which knows what only a run can (a sweep's values, `--cfg`, `--config-name`)."""
     check_group_overrides(overrides, conf_dir)
     for override in overrides:
         if override.startswith("-") or "=" not in override:  # Hydra's flags and their arguments

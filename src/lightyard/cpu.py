@@ -71,7 +71,7 @@ class Int8Scheme:
     def needs(self) -> tuple[str, ...]:
         """The instruction families this scheme is accurate and fast on (empty: any CPU). Full-range
         U8S8 can saturate without VNNI; signed activations run fast only on ARM's dot-product kernels
-        (on x86 they ran slower than FP32: DESIGN.md)."""
+        (on x86 they ran slower than FP32: docs/results.md, Compression)."""
         if self.activation_type == "int8":
             return ("arm_dotprod",)
         if self.weight_type == "int8" and not self.reduce_range:

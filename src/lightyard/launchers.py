@@ -4,7 +4,7 @@ plugins.
 
 A job that fails on the cluster reaches the submitting shell through submitit as a multi-line error
 with the job's traceback or stderr inside; a job whose task function raised comes back as a failed
-`JobReturn` that Hydra turns into a traceback. Here each becomes `error: SLURM job 12_0 failed: <the
+`JobReturn` that Hydra turns into a traceback. Here each becomes `error: job 12 failed: <the
 job's own one-line error, its last exception line, or the state Slurm ended it in>; its log: <path>`,
 exit 2. Waiting stays bounded: submitit reads the job's state from `sacct` at most every half of the
 job's age (10 minutes at most), so a job that dies early is noticed early.

@@ -14,8 +14,8 @@ class RecycleConnections:
 
     The workers share one listening socket, and the first to wake accepts every connection waiting on
     it: a client that opens its connections at once (a proxy's pool, a load generator) can land all of
-    them on one worker while the others idle (seen: 61 of 64 connections on one of two workers, which
-    halved the throughput of the digits model). A reconnecting client is taken by whichever worker is
+    them on one worker while the others idle (seen with a load generator's pool: nearly every connection
+    on one of two workers). A reconnecting client is taken by whichever worker is
     free to accept first, so recycling connections every few seconds spreads them out again.
     """
 

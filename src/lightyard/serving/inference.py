@@ -25,8 +25,7 @@ _niced = threading.local()
 def probabilities(run: Runner, nice: int, inputs: np.ndarray) -> np.ndarray:
     """Called in the dispatcher's threads. The first call in each thread lowers that thread's priority
     by `nice`: when every core is busy with runtime calls, the event loop still gets one at once to parse
-    the next request and send finished answers (ResNet-18 on 2 cores, `bench/serving.py`: FP32 Server
-    rate 0.32 → 0.40 of alone, INT8 SingleStream p90 1.31 → 1.26× and Offline 78 → 80% of alone)."""
+    the next request and send finished answers (measured with `bench/serving.py`: docs/results.md)."""
     if nice and not getattr(_niced, "done", False) and sys.platform == "linux":
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # a thread id: this thread only
         _niced.done = True

@@ -18,9 +18,9 @@ from starlette.responses import Response
 from lightyard.data.preprocess import ImageTooLarge, PreprocessSpec, UnsupportedImage
 from lightyard.errors import UserError
 
-# Uploads up to this size are decoded on the event loop (a 224×224 JPEG takes well under a millisecond,
-# less than a hop to a thread costs); larger ones, photos of several megapixels that take tens of
-# milliseconds, are decoded in a thread so the loop keeps answering other requests meanwhile.
+# Uploads up to this size are decoded on the event loop (a small JPEG decodes faster than a hop to a
+# thread); larger ones, photos of several megapixels that would stall the loop, are decoded in a thread
+# so the loop keeps answering other requests meanwhile.
 INLINE_DECODE_BYTES = 256 * 1024
 DEFAULT_TOP_K = 5
 

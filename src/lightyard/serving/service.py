@@ -63,8 +63,9 @@ def load_served(settings: ServingSettings) -> RegisteredModel:
 def settle_heap() -> None:
     """Called by each worker once it has loaded everything, to keep garbage collection out of latency.
 
-    Everything imported and loaded stays for the worker's life; full collections walked it all, and with
-    torch loaded that stood a worker still for 0.3-0.4 s while every request in flight waited. Freezing
+    Everything imported and loaded stays for the worker's life; full collections walked it all, hundreds
+    of thousands of objects with torch loaded, and stalled the worker while every request in flight
+    waited. Freezing
     moves it out of the collector's sight, and a larger first threshold lets each request's short-lived
     garbage die young instead of being promoted into full collections."""
     gc.freeze()
@@ -127,8 +128,8 @@ if SETTINGS.worker_count > 1:
     image=bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
         *requirements(SETTINGS.runtime, SETTINGS.device)
     ),
-    # Per-request work BentoML does unless told otherwise: on the digits model the access log cost 16% of
-    # the throughput and request tracing 36%. On by setting, for deployments that read them.
+    # Per-request work BentoML does unless told otherwise, each costing throughput (docs/results.md,
+    # Serving). On by setting, for deployments that read them.
     logging={"access": {"enabled": SETTINGS.access_log}},
     metrics={"enabled": SETTINGS.prometheus},
     tracing={} if SETTINGS.tracing else {"excluded_urls": [".*"]},
