@@ -57,7 +57,11 @@ def submitted(launch, folder: str, job_overrides: Sequence[Sequence[str]], initi
 
     try:
         return launch(job_overrides, initial_job_idx)
-    except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedSubmissionError) as err:
+    except (
+        submitit.core.utils.UncompletedJobError,
+        submitit.core.utils.FailedSubmissionError,
+        submitit.core.utils.FailedJobError,  # a sweep worker that raised (Hydra jobs return their errors)
+    ) as err:
         raise UserError(job_failure(str(err), folder)) from None
 
 
