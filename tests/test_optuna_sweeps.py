@@ -92,6 +92,7 @@ def test_the_same_command_continues_the_study(tmp_path: Path) -> None:
     assert "3/3 trials finished, 0 to run" in finished.stderr + finished.stdout
 
 
+@pytest.mark.sweeps
 def test_pruned_trials_stop_early_keep_their_run_dir_and_count_as_finished(tmp_path: Path) -> None:
     result = sweep(tmp_path, "hydra.sweeper.n_trials=2", ALWAYS_PRUNE, "trainer.max_epochs=5",
                    "export.enabled=false", *QUIET)  # fmt: skip
@@ -111,6 +112,7 @@ def test_pruned_trials_stop_early_keep_their_run_dir_and_count_as_finished(tmp_p
     assert ModelStore().versions("digits-cnn") == []
 
 
+@pytest.mark.sweeps
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
     """lr=0 is refused by the trial's own config check: FAIL with that line; the other value runs."""
     result = sweep(tmp_path, "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none",

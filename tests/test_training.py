@@ -134,7 +134,7 @@ def test_any_trainer_argument_is_set_from_the_command_line(tmp_path: Path) -> No
     run_dir = tmp_path / "run"
     result = run_train(
         ["trainer.max_epochs=2", "trainer.gradient_clip_val=0.001", "trainer.gradient_clip_algorithm=value",
-         "trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=5", "trainer.limit_val_batches=3",
+         "trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=6", "trainer.limit_val_batches=3",
          "trainer.val_check_interval=0.5", "export.enabled=false",
          "+callbacks.probe._target_=tests.trainer_probe.TrainerProbe",
          f"+callbacks.probe.path={run_dir}/probe.json",
@@ -143,8 +143,8 @@ def test_any_trainer_argument_is_set_from_the_command_line(tmp_path: Path) -> No
     )  # fmt: skip
     assert_ok(result)
     probe = json.loads((run_dir / "probe.json").read_text())
-    assert len(probe["train_batches"]) == 10  # 5 batches × 2 epochs
-    # one optimizer step per 2 batches, and one for the epoch's odd last batch: 3 per epoch
+    assert len(probe["train_batches"]) == 12  # 6 batches × 2 epochs
+    assert probe["train_batches"][-1] == 6  # one optimizer step per 2 batches
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 6
     assert max(probe["largest_gradient"]) == pytest.approx(0.001)  # clipped by value, and it did clip
-    assert probe["val_batches"] == [3, 3, 3, 3]  # twice per epoch (every 2 of the 5 batches), 3 batches each
+    assert probe["val_batches"] == [3, 3, 3, 3]  # twice per epoch (every 3 of the 6 batches), 3 batches each
