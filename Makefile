@@ -20,8 +20,8 @@ train: $(STAMP)  ## train the default model (digits, small CNN); extra Hydra ove
 test: $(STAMP)  ## the suite (its duration: docs/results.md)
 	$(BIN)/python -m pytest $(ARGS)
 
-test-cluster: $(STAMP)  ## multi-node runs (torchrun nodes, SLURM jobs on a local two-node cluster: root), launchers, Optuna studies
-	$(BIN)/python -m pytest -m "slurm or multinode or launchers or sweeps" $(ARGS)
+test-cluster: $(STAMP)  ## multi-node runs (torchrun nodes, SLURM jobs on a local two-node cluster: root), launchers, Optuna studies, heavy end-to-end runs
+	$(BIN)/python -m pytest -m "slurm or multinode or launchers or sweeps or heavy" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

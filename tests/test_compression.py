@@ -62,6 +62,7 @@ def test_step_amounts_compound_to_the_target() -> None:
     assert per_step_amount(0.5, 1) == pytest.approx(0.5)
 
 
+@pytest.mark.heavy
 def test_sparsity_follows_the_schedule(compressed) -> None:
     run_dir = compressed[0]
     events = read_events(run_dir / "tensorboard")
@@ -75,6 +76,7 @@ def test_sparsity_follows_the_schedule(compressed) -> None:
     assert prunable_sparsity(best["state_dict"]) == pytest.approx(0.6, abs=1e-3)
 
 
+@pytest.mark.heavy
 def test_exported_model_holds_no_masks(compressed) -> None:
     export = compressed[0] / "export"
     for key in [
@@ -91,6 +93,7 @@ def test_exported_model_holds_no_masks(compressed) -> None:
     assert zeros > 0.4  # the zeros reached the deployed file
 
 
+@pytest.mark.heavy
 def test_int8_onnx_graph_is_quantized_and_gated(compressed) -> None:
     export = compressed[0] / "export"
     manifest = json.loads((export / "export.json").read_text())["formats"]
@@ -108,6 +111,7 @@ def test_int8_onnx_graph_is_quantized_and_gated(compressed) -> None:
     assert (export / entry["file"]).stat().st_size < 0.35 * (export / "model.onnx").stat().st_size
 
 
+@pytest.mark.heavy
 def test_torch_int8_loads_in_a_fresh_process(compressed) -> None:
     export = compressed[0] / "export"
     assert json.loads((export / "export.json").read_text())["formats"]["torchscript-int8"]["passed"]
@@ -135,6 +139,7 @@ def test_torch_int8_loads_in_a_fresh_process(compressed) -> None:
     assert agreement >= 0.95
 
 
+@pytest.mark.heavy
 def test_report_table_plot_and_tensorboard_text(compressed) -> None:
     run_dir, _, result = compressed
     report = (run_dir / "report.md").read_text()
@@ -149,6 +154,7 @@ def test_report_table_plot_and_tensorboard_text(compressed) -> None:
     assert f"compression report: {run_dir / 'report.md'}" in result.stderr + result.stdout
 
 
+@pytest.mark.heavy
 def test_registered_with_lineage(compressed) -> None:
     home = compressed[1]
     os.environ["BENTOML_HOME"] = str(home)  # the autouse fixture restores it after the test
@@ -213,6 +219,7 @@ def test_open_scheme_choices_are_measured(trained, tmp_path: Path) -> None:
     assert left == ["model.int8.onnx", "model.onnx"]  # no candidate left behind
 
 
+@pytest.mark.heavy
 def test_structured_pruning_removes_channels(trained, tmp_path: Path) -> None:
     parent = trained[0] / "checkpoints" / "best.ckpt"
     result = run_train(
@@ -256,6 +263,7 @@ def test_channel_pruning_of_resnet_rebuilds(tmp_path: Path) -> None:
         assert torch.allclose(net(x), rebuilt(x))
 
 
+@pytest.mark.heavy
 def test_pruning_over_the_accuracy_limit_is_not_registered(tmp_path: Path) -> None:
     result = run_train(  # a limit no model can meet: it must gain 50 points
         ["callbacks=[default,prune]", "prune.amount=0.5", "prune.steps=1", "prune.start_epoch=0",
@@ -268,6 +276,7 @@ def test_pruning_over_the_accuracy_limit_is_not_registered(tmp_path: Path) -> No
     assert "FAILED (not registered)" in (tmp_path / "run" / "report.md").read_text()
 
 
+@pytest.mark.heavy
 def test_interrupted_pruning_run_resumes_with_its_masks(tmp_path: Path) -> None:
     run_dir = f"hydra.run.dir={tmp_path / 'run'}"
     common = ["callbacks=[default,prune]", "prune.amount=0.5", "prune.steps=2", "prune.start_epoch=0",
@@ -282,6 +291,7 @@ def test_interrupted_pruning_run_resumes_with_its_masks(tmp_path: Path) -> None:
     assert prunable_sparsity(last["state_dict"]) == pytest.approx(0.5, abs=1e-3)
 
 
+@pytest.mark.heavy
 def test_compression_under_ddp_acts_once(tmp_path: Path) -> None:
     result = run_train(
         ["callbacks=[default,prune,quantize]", "prune.amount=0.5", "prune.steps=2", "prune.start_epoch=0",

@@ -121,6 +121,7 @@ def test_kd_run_with_a_registry_teacher_registers_its_lineage(
     assert "val/teacher_acc" in json.loads((tmp_path / "run" / "metrics.json").read_text())
 
 
+@pytest.mark.heavy
 def test_two_process_ddp_distillation(teacher, tmp_path: Path) -> None:
     result = run_train(
         ["experiment=digits_kd", f"distill.teacher={teacher[0]}", "trainer.devices=2",
@@ -182,6 +183,7 @@ def test_distillation_errors(overrides: list[str], message: str, tmp_path: Path)
     assert_user_error(run_train([*overrides, *FAST], cwd=tmp_path), message)
 
 
+@pytest.mark.heavy
 def test_cifar10_kd_experiment_runs_on_cifar_files(cifar_root: Path, tmp_path: Path) -> None:
     """resnet18 teacher → mobilenet_v3_small student on CIFAR-10's on-disk format, one batch each."""
     common = [f"data.root={cifar_root}", "data.num_workers=0", "data.batch_size=16", "trainer=cpu",

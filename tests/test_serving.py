@@ -391,6 +391,7 @@ def test_a_bad_model_setting_stops_the_server(trained, tmp_path: Path, env: dict
         assert fragment in last, last
 
 
+@pytest.mark.heavy
 def test_lean_bento_serves_from_a_fresh_environment(trained, tmp_path: Path) -> None:
     """`bentoml build` for the ONNX runtime gives a Bento whose requirements hold none of the training
     stack; installed alone into a fresh virtual environment, they serve the Bento: the model it was
