@@ -176,10 +176,7 @@ def test_a_killed_sweep_resumes_losing_only_the_trial_in_flight(tmp_path: Path) 
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            running = (tmp_path / "logs" / "optuna" / "digits-cnn.db").is_file() and [
-                t for t in study(tmp_path).trials if t.number == 2 and t.state.name == "RUNNING"
-            ]
-            if running and t_has_reported(tmp_path, 2):
+            if in_the_middle_of(tmp_path, 2):
                 break
             time.sleep(0.2)
         first.send_signal(signal.SIGKILL)
@@ -192,9 +189,17 @@ def test_a_killed_sweep_resumes_losing_only_the_trial_in_flight(tmp_path: Path) 
     assert trials[2].user_attrs["error"] == "its worker process died"
 
 
-def t_has_reported(tmp_path: Path, number: int) -> bool:
-    """The trial has finished a validation epoch: it is truly in the middle of training."""
-    return any(t.number == number and t.intermediate_values for t in study(tmp_path).trials)
+def in_the_middle_of(tmp_path: Path, number: int) -> bool:
+    """Trial `number` runs and has finished a validation epoch: it is truly in the middle of training."""
+    if not (tmp_path / "logs" / "optuna" / "digits-cnn.db").is_file():
+        return False
+    url = f"sqlite:///{tmp_path / 'logs' / 'optuna' / 'digits-cnn.db'}"
+    try:  # read only: creating the tables here too would race the sweeper doing it
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+        trials = optuna.load_study(study_name="digits-cnn", storage=storage).trials
+    except Exception:  # the sweeper is still creating the database's tables or the study in it
+        return False
+    return any(t.number == number and t.state.name == "RUNNING" and t.intermediate_values for t in trials)
 
 
 @pytest.mark.sweeps

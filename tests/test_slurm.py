@@ -44,6 +44,7 @@ def cluster() -> Iterator[dict[str, str]]:
 def submit(args: list[str], tmp_path: Path, env: dict[str, str], timeout: int = 420):
     """`python train.py -m hydra/launcher=submitit_slurm ARGS` from the submitting shell."""
     tmp_path.mkdir(exist_ok=True)
+    env = {**env, "BENTOML_HOME": os.environ["BENTOML_HOME"]}  # this test's store, not the session's
     return run_train(["-m", "hydra/launcher=submitit_slurm", f"paths.log_dir={tmp_path / 'logs'}", *args],
                      cwd=tmp_path, env=env, timeout=timeout)  # fmt: skip
 
