@@ -38,7 +38,7 @@ from lightyard.sweeps.study import (
     open_storage,
     redact,
 )
-from lightyard.sweeps.trials import FINISHED, StudyPlan, TrialLoop, failures, trial_overrides
+from lightyard.sweeps.trials import FINISHED, StudyPlan, TrialLoop, failures, outcome, trial_overrides
 
 log = logging.getLogger("lightyard.sweeps")
 RESULTS_FILE = "optimization_results.yaml"
@@ -226,11 +226,7 @@ def _report_progress(plan: StudyPlan, workers: threading.Thread) -> None:
         ]
         for trial in ended:
             seen.add(trial.number)
-            value = f" {trial.value:.4f}" if trial.value is not None else ""
-            error = f": {trial.user_attrs.get(ERROR)}" if trial.state.name == "FAIL" else ""
-            log.info(
-                f"trial {trial.number} {trial.state.name}{value}{error} ({trial.user_attrs.get(RUN_DIR)})"
-            )
+            log.info(f"{outcome(trial)} ({trial.user_attrs.get(RUN_DIR)})")
 
 
 def _results(study, plan: StudyPlan, wall_s: float) -> dict[str, Any]:

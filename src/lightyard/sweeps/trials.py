@@ -208,15 +208,10 @@ class TrialLoop:
     def _progress(self, study, trial) -> None:
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state.name in FINISHED for t in trials)
-        value = f" {trial.value:.4f}" if trial.value is not None else ""
-        error = f": {trial.user_attrs.get(ERROR)}" if trial.state.name == "FAIL" else ""
         best = ""
         if any(t.state.name == "COMPLETE" for t in trials):
             best = f"; best {study.best_value:.4f} (trial {study.best_trial.number})"
-        log.info(
-            f"trial {trial.number} {trial.state.name}{value}{error}; "
-            f"{finished}/{self.plan.n_trials} finished{best}"
-        )
+        log.info(f"{outcome(trial)}; {finished}/{self.plan.n_trials} finished{best}")
 
     def _assign(self, study, job: str, index: int, number: int) -> None:
         key = ASSIGNED.format(job=job, index=index)
@@ -236,6 +231,13 @@ class TrialLoop:
             )
             self._run_job(trial_overrides(self.plan, self.space, trial.params, number), number)
             index += 1
+
+
+def outcome(trial) -> str:
+    """How a finished trial ended, as the sweep's progress lines say it."""
+    value = f" {trial.value:.4f}" if trial.value is not None else ""
+    error = f": {trial.user_attrs.get(ERROR)}" if trial.state.name == "FAIL" else ""
+    return f"trial {trial.number} {trial.state.name}{value}{error}"
 
 
 def failures(trials, since: datetime) -> list:
