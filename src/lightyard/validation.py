@@ -157,6 +157,7 @@ RULES = (
     number("data.val_fraction", 0, 1),
     number("data.test_fraction", 0, 1),
     whole("data.split_seed", 0),
+    whole("data.train_size", 1, nullable=True),
     flag("data.download"),
     flag("data.skip_bad_images"),
     flag("data.pin_memory"),

@@ -52,6 +52,7 @@ class ImageDataModule(L.LightningDataModule, ABC):
         test_fraction: float = 0.15,
         split_seed: int = 42,
         augmentation: Sequence[v2.Transform] | None = None,
+        train_size: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -64,7 +65,10 @@ class ImageDataModule(L.LightningDataModule, ABC):
         self.pin_memory = pin_memory
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        if train_size is not None and train_size < 1:
+            raise UserError(f"data.train_size must be at least 1 (or null for the whole split), got {train_size}")
         self.split_seed = split_seed
+        self.train_size = train_size
         self.augmentation = list(augmentation or [])  # on the PIL image at its own size, before the spec
         self.datasets: dict[str, Dataset] = {}
 
@@ -96,6 +100,20 @@ class ImageDataModule(L.LightningDataModule, ABC):
         train_pos, val_pos = self.split(labels[rest], self.val_fraction / (1.0 - self.test_fraction))
         return [rest[i] for i in train_pos], [rest[i] for i in val_pos], test
 
+    def training_indices(self, splits: Splits) -> list[int]:
+        """The train split, or the same seeded `train_size` of it every run: a fixed small training set
+        makes learning curves and sweeps cheap without touching val and test."""
+        train = list(splits.train)
+        if self.train_size is None:
+            return train
+        if self.train_size > len(train):
+            raise UserError(
+                f"data.train_size={self.train_size} is more than the {len(train)} training images: "
+                f"use at most {len(train)}, or null for all"
+            )
+        chosen = np.random.default_rng(self.split_seed).choice(len(train), self.train_size, replace=False)
+        return [train[i] for i in sorted(chosen)]
+
     @property
     def per_device_batch_size(self) -> int:
         world_size = self.trainer.world_size if self.trainer is not None else 1
@@ -112,7 +130,7 @@ class ImageDataModule(L.LightningDataModule, ABC):
         splits = self.load_splits()
         train_transform = v2.Compose([*self.augmentation, v2.Lambda(self.spec.apply)])
         self.datasets = {
-            "train": Transformed(splits.train_source, splits.train, train_transform),
+            "train": Transformed(splits.train_source, self.training_indices(splits), train_transform),
             "val": Transformed(splits.val_source, splits.val, self.spec.apply),
             "test": Transformed(splits.test_source, splits.test, self.spec.apply),
         }
@@ -136,8 +154,9 @@ class ImageDataModule(L.LightningDataModule, ABC):
         if count < 1:
             raise UserError(f"calibration_batches={count}: static quantization needs at least 1 batch")
         splits = self.load_splits()
-        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(self.split_seed))
-        images = Transformed(splits.train_source, [splits.train[i] for i in order], self.spec.apply)
+        train = self.training_indices(splits)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed))
+        images = Transformed(splits.train_source, [train[i] for i in order], self.spec.apply)
         loader = DataLoader(images, batch_size=self.batch_size)
         return [batch for batch, _ in itertools.islice(loader, count)]
 

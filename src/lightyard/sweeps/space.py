@@ -35,10 +35,13 @@ class SearchSpace:
 
 def parse_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> SearchSpace:
     """The space of `hydra.sweeper.params` and the command line's sweep overrides; the command line's
-    other overrides are the fixed part. The command line wins: a value given there is not searched."""
+    other overrides are the fixed part. The command line wins: a value given there is not searched. A
+    null expression drops a key, so that a search config can extend another for a net without that key."""
     parser = OverridesParser.create()
     space = SearchSpace()
     for key, expression in (params or {}).items():
+        if expression is None:
+            continue
         override = parse_override(f"{key}={expression}", f"hydra.sweeper.params.{key}", parser)
         space.distributions[override.get_key_element()] = _distribution(
             override, f"hydra.sweeper.params.{key}"
