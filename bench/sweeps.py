@@ -16,8 +16,9 @@ land in its logs/), with a temporary $BENTOML_HOME and one intra-op thread per t
    trials, 1 − trial_s / wall_s from optimization_results.yaml, ≤ 0.05.
 
 Ratios are what to compare between machines; seconds move with the CPU, which is printed first. The full
-run takes about 35 minutes on 2 cores (MNIST is unpacked into data/ first if it is not there); `--quick` (4 trials, 1 seed, 3 epochs) about 2 minutes, as a
-smoke test whose ratios mean little. Targets are printed as met / NOT met; the exit status is 0 either way.
+run takes about 35 minutes on 2 cores (MNIST is unpacked into data/ first if it is not there); `--quick`
+(4 trials, 1 seed, 3 epochs) about 2 minutes, as a smoke test whose ratios mean little. Targets are
+printed as met / NOT met; the exit status is 0 either way.
 
     python bench/sweeps.py [--json PATH] [--quick]
 """

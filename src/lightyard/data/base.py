@@ -66,7 +66,9 @@ class ImageDataModule(L.LightningDataModule, ABC):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         if train_size is not None and train_size < 1:
-            raise UserError(f"data.train_size must be at least 1 (or null for the whole split), got {train_size}")
+            raise UserError(
+                f"data.train_size must be at least 1 (or null for the whole split), not {train_size}"
+            )
         self.split_seed = split_seed
         self.train_size = train_size
         self.augmentation = list(augmentation or [])  # on the PIL image at its own size, before the spec
