@@ -118,6 +118,27 @@ def test_split_is_seeded(image_folder: Path) -> None:
     assert test_files(1) != test_files(2)
 
 
+def test_train_size_is_one_seeded_subset_of_the_train_split() -> None:
+    """The same images every run (so that sweeps' trials compare), drawn from train only."""
+    from lightyard.data import DigitsDataModule
+
+    def indices(**settings) -> list[int]:
+        datamodule = DigitsDataModule(**settings)
+        return datamodule.training_indices(datamodule.load_splits())
+
+    whole, subset = DigitsDataModule().load_splits().train, indices(train_size=100)
+    assert len(subset) == 100 and set(subset) < set(whole)
+    assert indices(train_size=100) == subset
+    assert indices(train_size=100, split_seed=7) != subset
+    datamodule = DigitsDataModule(train_size=100)
+    datamodule.setup()
+    assert len(datamodule.datasets["train"]) == 100 and len(datamodule.datasets["val"]) == 270
+    with pytest.raises(UserError, match=f"more than the {len(whole)} training images"):
+        indices(train_size=5000)
+    with pytest.raises(UserError, match="data.train_size must be at least 1"):
+        DigitsDataModule(train_size=0)
+
+
 def test_global_batch_is_split_across_ranks() -> None:
     from lightyard.data import DigitsDataModule
 

@@ -245,6 +245,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions() -> None:
         "model.net.width": "choice(16, 32)",
         "data.batch_size": "range(32, 129, 32)",
         "trainer.max_epochs": "tag(int, interval(2, 6))",
+        "model.net.dropout": None,  # a search config extending another drops a key its net lacks
     }
     space = parse_space(params, ["model.net.width=choice(8,64)", "data.tag=a,b", "trainer.max_epochs=3"])
     found = space.distributions
@@ -252,6 +253,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions() -> None:
     assert found["model.net.width"] == CategoricalDistribution([8, 64])  # the command line wins
     assert found["data.batch_size"] == IntDistribution(32, 128, step=32)
     assert found["data.tag"] == CategoricalDistribution(["a", "b"])
+    assert "model.net.dropout" not in found
     assert "trainer.max_epochs" not in found and space.fixed == ["trainer.max_epochs=3"]  # fixed there
     overrides = space.overrides({"data.tag": "null", "model.optimizer.lr": 0.001})
     assert overrides == [
