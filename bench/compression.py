@@ -41,7 +41,7 @@ from lightyard.compress.quantization import quantize_onnx, quantize_torch, torch
 from lightyard.compress.report import markdown_table, measure_variants, write_report
 from lightyard.cpu import VNNI, Int8Scheme, cpu_model, isa_family, scheme_candidates
 from lightyard.data import DigitsDataModule
-from lightyard.export.formats import write_onnx
+from lightyard.export.writers import write_onnx
 from lightyard.export.runtimes import latency_ms, load_artifact
 from lightyard.io import write_json_atomic
 from lightyard.models.loading import net_from_checkpoint

@@ -135,7 +135,7 @@ def test_train_size_is_one_seeded_subset_of_the_train_split() -> None:
     assert len(datamodule.datasets["train"]) == 100 and len(datamodule.datasets["val"]) == 270
     with pytest.raises(UserError, match=f"more than the {len(whole)} training images"):
         indices(train_size=5000)
-    with pytest.raises(UserError, match="data.train_size must be at least 1"):
+    with pytest.raises(UserError, match=r"data\.train_size must be at least 1"):
         DigitsDataModule(train_size=0)
 
 

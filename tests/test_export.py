@@ -20,6 +20,7 @@ from torch import nn
 from lightyard.data import DigitsDataModule
 from lightyard.errors import UserError
 from lightyard.export import FORMATS, check_parity, export_model
+from lightyard.export.formats import EXPORTED
 from lightyard.export.manifest import ExportReport
 from lightyard.export.runtimes import load_artifact, load_onnx
 from lightyard.models import ClassifierModule, build_net, small_cnn
@@ -41,7 +42,7 @@ def test_training_run_exports_verified_artifacts(trained) -> None:
     run_dir, _, result = trained
     export_dir = run_dir / "export"
     manifest = json.loads((export_dir / "export.json").read_text())
-    assert set(manifest["formats"]) == set(FORMATS)
+    assert set(manifest["formats"]) == set(EXPORTED)
     for fmt, entry in manifest["formats"].items():
         assert entry["passed"], (fmt, entry)
         parity = entry["parity"]
@@ -61,13 +62,13 @@ def test_training_run_exports_verified_artifacts(trained) -> None:
 
 def test_parity_figures_reach_tensorboard(trained) -> None:
     scalars = read_events(trained[0] / "tensorboard").Tags()["scalars"]
-    for fmt in FORMATS:
+    for fmt in EXPORTED:
         assert {f"export/{fmt}/max_abs_diff", f"export/{fmt}/top1_agreement", f"export/{fmt}/passed"} <= set(
             scalars
         )
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("fmt", EXPORTED)
 def test_each_format_passes_the_gate_alone(fmt: str, digits: DigitsDataModule, tmp_path: Path) -> None:
     net = small_cnn(10, 1)
     report = export_model(net, digits.spec, first_test_images(digits), tmp_path, net_config={}, formats=[fmt])
@@ -136,6 +137,29 @@ def test_unknown_format_is_refused(digits: DigitsDataModule, tmp_path: Path) -> 
             net_config={},
             formats=["tflite"],
         )
+
+
+def test_one_table_names_every_format_and_imports_no_torch() -> None:
+    """A new format is one row in `export/formats.py`: no other module spells a format's file or tests a
+    name's suffix, and the table loads where torch is absent (the server's ONNX path)."""
+    import ast
+
+    import lightyard
+
+    package = Path(lightyard.__file__).parent
+    files = {fmt.filename for fmt in FORMATS.values()}
+    spelled = []
+    for path in package.rglob("*.py"):
+        if path == package / "export" / "formats.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in (*files, "-int8"):
+                spelled.append(f"{path.relative_to(package)}:{node.lineno} {node.value!r}")
+    assert not spelled, spelled
+    script = (
+        "import sys, lightyard.export.formats; assert not {'torch', 'onnxruntime'} & set(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 FRESH_ONNX = """

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 
 from lightyard.export.exporter import check_formats, export_model
-from lightyard.export.formats import FORMATS
+from lightyard.export.formats import EXPORTED
 from lightyard.export.manifest import ExportReport
 from lightyard.export.parity import DEFAULT_ATOL
 from lightyard.tracking.loggers import log_scalars
@@ -26,7 +26,7 @@ class ExportCallback(L.Callback):
     def __init__(
         self,
         dirpath: str | Path,
-        formats: Sequence[str] = tuple(FORMATS),
+        formats: Sequence[str] = EXPORTED,
         opset: int | None = None,
         atol: float = DEFAULT_ATOL,
         images: int = 32,

@@ -17,8 +17,8 @@ from lightyard.tracking.loggers import log_scalars
 
 class QuantizeCallback(CompressionStep):
     """Runs after testing and after the export step, on the weights that were tested (the best
-    checkpoint): writes `model.int8.onnx` (ONNX Runtime) and `model.int8.ts` (torch-native) into the
-    export folder, each kept only if it loses at most `max_drop` accuracy points against FP32.
+    checkpoint): writes the INT8 formats of `runtimes` (ONNX Runtime, torch-native) into the export
+    folder, each kept only if it loses at most `max_drop` accuracy points against FP32.
 
     Calibration batches come from the train split with the evaluation transform (no augmentation). The
     ONNX Runtime scheme fields left None are chosen for this host's CPU (`lightyard.cpu`).
@@ -75,7 +75,7 @@ class QuantizeCallback(CompressionStep):
     def _results(self) -> dict[str, dict]:
         if self.report is None:
             return {}
-        return {name: entry for name, entry in self.report.formats.items() if name.endswith("-int8")}
+        return self.report.int8
 
     def _scalars(self) -> dict[str, float]:
         scalars = {}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lightyard.errors import UserError
+from lightyard.export.formats import EXPORTED
 
 if TYPE_CHECKING:  # torch and the data package load only when the command runs
     import torch
@@ -14,7 +15,6 @@ if TYPE_CHECKING:  # torch and the data package load only when the command runs
     from lightyard.data import ImageDataModule
     from lightyard.data.preprocess import PreprocessSpec
 
-FORMAT_NAMES = ("onnx", "torchscript", "pt2")
 TRUSTED_DATA = ("lightyard.data.",)  # the only data modules a stored config may name
 
 
@@ -24,7 +24,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "checkpoint", type=Path, help="a Lightning checkpoint, e.g. <run>/checkpoints/best.ckpt"
     )
     export.add_argument(
-        "--formats", default=",".join(FORMAT_NAMES), help=f"comma-separated: {', '.join(FORMAT_NAMES)}"
+        "--formats", default=",".join(EXPORTED), help=f"comma-separated: {', '.join(EXPORTED)}"
     )
     export.add_argument("--out", type=Path, help="output folder (default: <run>/export)")
     export.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lightyard.errors import UserError
+from lightyard.export.formats import quantizable_runtimes
 
 if TYPE_CHECKING:  # torch loads only when the command runs
     from torch import nn
@@ -33,7 +34,10 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     quantize.add_argument(
         "--calibration-batches", type=int, default=32, help="train-split batches for static calibration"
     )
-    quantize.add_argument("--runtimes", default="onnx,torchscript", help="comma-separated: onnx, torchscript")
+    runtimes = ", ".join(quantizable_runtimes())
+    quantize.add_argument(
+        "--runtimes", default=runtimes.replace(" ", ""), help=f"comma-separated: {runtimes}"
+    )
     quantize.add_argument(
         "--max-drop", type=float, default=1.0, help="accuracy points an INT8 model may lose (default 1)"
     )
@@ -101,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
     rows = measure_variants(source.net, source.out, test, threads=args.threads)
     path = write_report(source.out, f"INT8 ({args.mode}) of {source.name}, {args.threads} threads", rows)
     print(markdown_table(rows))
-    results = {name: entry for name, entry in report.formats.items() if name.endswith("-int8")}
+    results = report.int8
     for name, entry in results.items():
         scheme = f" ({entry['scheme']['name']}, chosen on {entry['isa']})" if "scheme" in entry else ""
         print(f"{name:<18} {'passed' if entry['passed'] else entry.get('error', 'failed')}{scheme}")

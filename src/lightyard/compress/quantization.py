@@ -27,7 +27,7 @@ from lightyard.cpu import Int8Scheme, isa_family, scheme_candidates
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
 from lightyard.export.exporter import cpu_float_copy, export_model, produce
-from lightyard.export.formats import FORMATS
+from lightyard.export.formats import FORMATS, int8_of, quantizable_runtimes
 from lightyard.export.manifest import ExportReport
 from lightyard.export.runtimes import INPUT_NAME, latency_ms, load_artifact, quiet
 
@@ -111,7 +111,7 @@ def choose_onnx_scheme(
         path = work_dir / f"candidate-{len(trials)}.int8.onnx"
         try:
             quantize_onnx(fp32_path, path, mode, calibration, scheme)
-            run = load_artifact("onnx-int8", path)
+            run = load_artifact(int8_of("onnx").name, path)
             accuracy = predict(run, test).accuracy
             trials.append({"scheme": scheme, "accuracy": accuracy, "batch1_ms": latency_ms(run, images, 1)})
         finally:
@@ -165,13 +165,7 @@ def torch_engine() -> str:
     return "qnnpack" if platform.machine().lower() in ("arm64", "aarch64") else "x86"
 
 
-RUNTIMES = ("onnx", "torchscript")
-INT8_FILES = {"onnx": "model.int8.onnx", "torchscript": "model.int8.ts"}
-
-
-def int8_format(runtime: str) -> str:
-    """The format name an INT8 artifact is registered and served under: `onnx-int8`, `torchscript-int8`."""
-    return f"{runtime}-int8"
+RUNTIMES = quantizable_runtimes()
 
 
 def quantize_export(
@@ -221,10 +215,10 @@ def quantize_export(
         "torchscript": lambda path: quantize_torch(net, path, mode, test[0][0][:2], calibration),
     }
     for runtime in runtimes:
-        name = int8_format(runtime)
+        name = int8_of(runtime).name
         report.formats[name] = produce(
             name,
-            INT8_FILES[runtime],
+            int8_of(runtime).filename,
             out_dir,
             write=writers[runtime],
             check=lambda path, fmt=name: check_accuracy(load_artifact(fmt, path), reference, test, max_drop),
@@ -240,8 +234,7 @@ def quantize_lineage(
     """The registry lineage step of a quantization: settings and each INT8 artifact's gate figures."""
     results = {
         name: entry.get("accuracy", {"error": entry.get("error", "")})
-        for name, entry in (report.formats.items() if report else ())
-        if name.endswith("-int8")
+        for name, entry in (report.int8.items() if report else ())
     }
     return {
         "step": "quantize",
@@ -249,6 +242,8 @@ def quantize_lineage(
         "calibration_batches": calibration_batches if mode == "static" else 0,
         "max_drop": max_drop,
         "isa": isa_family(),
-        "onnx_scheme": report.formats.get("onnx-int8", {}).get("scheme", {}).get("name") if report else None,
+        "onnx_scheme": report.formats.get(int8_of("onnx").name, {}).get("scheme", {}).get("name")
+        if report
+        else None,
         "results": results,
     }

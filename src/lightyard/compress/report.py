@@ -11,17 +11,11 @@ from torch import nn
 
 from lightyard.compress.gate import Batches, Predictions
 from lightyard.compress.measure import Row, eager_runner, measure
+from lightyard.export.formats import FORMATS, SERVED
 from lightyard.export.manifest import MANIFEST, ExportReport
 from lightyard.export.runtimes import load_artifact
 from lightyard.io import write_text_atomic
 
-# (format in export.json, report row)
-REPORT_ARTIFACTS = (
-    ("torchscript", "TorchScript"),
-    ("onnx", "ONNX FP32"),
-    ("onnx-int8", "ONNX INT8"),
-    ("torchscript-int8", "torch INT8"),
-)
 REPORT = "report.md"
 PLOT = "accuracy_latency.png"
 
@@ -67,11 +61,11 @@ def measure_variants(
     rows.append(eager)
     reference = reference or outcome
     export = ExportReport.load(export_dir) if (export_dir / MANIFEST).is_file() else None
-    for fmt, name in REPORT_ARTIFACTS:
+    for fmt in SERVED:  # the variants a deployment chooses between
         entry = export.formats.get(fmt) if export else None
         if entry and entry["passed"]:
             path = export_dir / entry["file"]
-            rows.append(row(name, load_artifact(fmt, path, threads), net, reference, path)[0])
+            rows.append(row(FORMATS[fmt].label, load_artifact(fmt, path, threads), net, reference, path)[0])
     return rows
 
 

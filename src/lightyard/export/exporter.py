@@ -20,10 +20,11 @@ from torch import nn
 
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError, first_line
-from lightyard.export.formats import FORMATS
+from lightyard.export.formats import EXPORTED, FORMATS
 from lightyard.export.manifest import LABELS, PREPROCESS, REJECTED, STATE_DICT, ExportReport
 from lightyard.export.parity import DEFAULT_ATOL, check_parity
 from lightyard.export.runtimes import load_artifact
+from lightyard.export.writers import WRITERS
 
 log = logging.getLogger("lightyard")
 
@@ -37,10 +38,10 @@ def cpu_float_copy(net: nn.Module) -> nn.Module:
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
-    unknown = [name for name in formats if name not in FORMATS]
+    unknown = [name for name in formats if name not in EXPORTED]
     if unknown or not formats:
         raise UserError(
-            f"unknown export format {', '.join(unknown) or '(none given)'}: choose from {', '.join(FORMATS)}"
+            f"unknown export format {', '.join(unknown) or '(none given)'}: choose from {', '.join(EXPORTED)}"
         )
     return list(dict.fromkeys(formats))
 
@@ -52,7 +53,7 @@ def export_model(
     out_dir: str | Path,
     *,
     net_config: dict,
-    formats: Sequence[str] = tuple(FORMATS),
+    formats: Sequence[str] = EXPORTED,
     opset: int | None = None,
     atol: float = DEFAULT_ATOL,
 ) -> ExportReport:
@@ -83,12 +84,11 @@ def export_model(
 def _export_one(
     name: str, net: nn.Module, inputs: torch.Tensor, out_dir: Path, opset: int | None, atol: float
 ) -> dict:
-    fmt = FORMATS[name]
     return produce(
         name,
-        fmt.filename,
+        FORMATS[name].filename,
         out_dir,
-        write=lambda path: fmt.write(net, inputs[:2], path, opset),
+        write=lambda path: WRITERS[name](net, inputs[:2], path, opset),
         check=lambda path: check_parity(load_artifact(name, path), net, inputs, atol),
     )
 

@@ -1,87 +1,62 @@
-"""The deployable formats: how each one is written from an eager network (`runtimes.py` runs them back).
+"""Every artifact format lightyard writes, in one table that imports neither torch nor ONNX Runtime.
 
-Every format is written from the same CPU float32 network in eval mode, with a dynamic batch axis, and
-loaded back in its own runtime (ONNX Runtime, `torch.jit.load`, `torch.export.load`), so the parity gate
-compares what a deployment would actually run.
+Export, quantization, the runtimes, the CLI, the compression report and the server all read this table:
+a new format is one row here plus its writer (`writers.py`, `compress/quantization.py`) and, for a new
+runtime, its loader (`runtimes.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
-from torch import nn
-
-from lightyard.errors import first_line
-from lightyard.export.runtimes import INPUT_NAME, OUTPUT_NAME, quiet
+from lightyard.errors import UserError
 
 
 @dataclass(frozen=True)
-class Format:
-    """One export format: its file name and its writer (which returns what is worth recording)."""
+class ArtifactFormat:
+    """One artifact format. `name` is how export.json, the registry and `LIGHTYARD_RUNTIME` call it."""
 
     name: str
     filename: str
-    write: Callable[[nn.Module, torch.Tensor, Path, int | None], dict]
+    runtime: str  # the loader that runs it (`runtimes.LOADERS`)
+    precision: str  # fp32 or int8
+    needs_torch: bool  # to run it, not to write it: a server of the others runs without torch
+    label: str  # its row in the compression report
+    served: bool  # whether `bentoml serve` may run it (LIGHTYARD_RUNTIME)
 
 
-def _batch_axis() -> dict[int, torch.export.Dim]:
-    return {0: torch.export.Dim("batch", min=1, max=65536)}
-
-
-def write_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> dict:
-    """Dynamo exporter, one self-contained file, named `input`/`output`, checked by `onnx.checker`."""
-    import onnx
-
-    with quiet():
-        torch.onnx.export(
-            net,
-            (example,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=(_batch_axis(),),
-            opset_version=opset,
-            external_data=False,
-            dynamo=True,
-            verbose=False,
-        )
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model, full_check=True)
-    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
-    if not batch_dim.dim_param:
-        raise RuntimeError("the exported graph has a fixed batch size, not a dynamic batch axis")
-    opset_used = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
-    return {"opset": opset_used, "checker": "passed"}
-
-
-def write_torchscript(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> dict:
-    """`torch.jit.script` keeps control flow; nets it cannot compile are traced instead."""
-    with quiet():
-        try:
-            module = torch.jit.script(net)
-            details = {"method": "script"}
-        except Exception as err:
-            module = torch.jit.trace(net, example, check_trace=False)
-            details = {"method": "trace", "script_failed": first_line(err)}
-        torch.jit.save(module, str(path))
-    return details
-
-
-def write_pt2(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> dict:
-    with quiet():
-        program = torch.export.export(net, (example,), dynamic_shapes=(_batch_axis(),))
-        torch.export.save(program, str(path))
-    return {}
-
-
-FORMATS: dict[str, Format] = {
+FORMATS: dict[str, ArtifactFormat] = {
     fmt.name: fmt
     for fmt in (
-        Format("onnx", "model.onnx", write_onnx),
-        Format("torchscript", "model.ts", write_torchscript),
-        Format("pt2", "model.pt2", write_pt2),
+        ArtifactFormat("onnx", "model.onnx", "onnx", "fp32", False, "ONNX FP32", served=True),
+        # TorchScript is deprecated in favour of torch.export: offered while the pinned torch's
+        # torch.jit still loads it, for deployments that run LibTorch.
+        ArtifactFormat("torchscript", "model.ts", "torchscript", "fp32", True, "TorchScript", served=True),
+        # torch.export programs are for AOTInductor and ExecuTorch builds, not for the server.
+        ArtifactFormat("pt2", "model.pt2", "pt2", "fp32", True, "torch.export", served=False),
+        ArtifactFormat("onnx-int8", "model.int8.onnx", "onnx", "int8", False, "ONNX INT8", served=True),
+        ArtifactFormat(
+            "torchscript-int8", "model.int8.ts", "torchscript", "int8", True, "torch INT8", served=True
+        ),
     )
 }
+EXPORTED = tuple(name for name, fmt in FORMATS.items() if fmt.precision == "fp32")  # what export writes
+SERVED = tuple(name for name, fmt in FORMATS.items() if fmt.served)
+QUANTIZED = tuple(name for name, fmt in FORMATS.items() if fmt.precision == "int8")
+
+
+def artifact_format(name: str) -> ArtifactFormat:
+    """The format called `name`, or one line listing the known ones."""
+    if name not in FORMATS:
+        raise UserError(f"unknown artifact format '{name}': use one of {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def int8_of(runtime: str) -> ArtifactFormat:
+    """The INT8 format a runtime's quantization writes (`onnx` → `onnx-int8`)."""
+    return next(FORMATS[name] for name in QUANTIZED if FORMATS[name].runtime == runtime)
+
+
+def quantizable_runtimes() -> tuple[str, ...]:
+    """The runtimes that have an INT8 format: what `quantize.runtimes` may name."""
+    return tuple(FORMATS[name].runtime for name in QUANTIZED)

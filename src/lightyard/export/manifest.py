@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from lightyard.errors import UserError
+from lightyard.export.formats import QUANTIZED
 from lightyard.io import write_json_atomic
 
 MANIFEST = "export.json"
@@ -30,6 +31,11 @@ class ExportReport:
     @property
     def passed(self) -> list[str]:
         return [name for name, entry in self.formats.items() if entry["passed"]]
+
+    @property
+    def int8(self) -> dict[str, dict]:
+        """The INT8 artifacts' entries, passed or not."""
+        return {name: entry for name, entry in self.formats.items() if name in QUANTIZED}
 
     @property
     def files(self) -> list[str]:

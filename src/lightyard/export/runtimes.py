@@ -1,6 +1,6 @@
 """Running an exported artifact: each format loaded in its own runtime, as a batch → logits function.
 
-Importing this module needs neither torch nor the exporters: the ONNX runtimes (`onnx`, `onnx-int8`) run on
+Importing this module needs neither torch nor the exporters: the ONNX formats (`onnx`, `onnx-int8`) run on
 ONNX Runtime and NumPy alone, which is what lets the server run without torch. TorchScript and
 torch.export artifacts import torch when they are loaded. Every runtime runs on the CPU unless `device` is
 `cuda`: ONNX Runtime's CUDA execution provider (the `onnxruntime-gpu` package) or torch on the GPU.
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lightyard.errors import UserError
+from lightyard.export.formats import artifact_format
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -151,16 +152,7 @@ LOADERS: dict[str, Callable[[Path, int | None, str], Runner]] = {
 }
 
 
-def runtime_of(fmt: str) -> str:
-    """The runtime that runs a registered format: `onnx-int8` runs in ONNX Runtime like `onnx`."""
-    runtime = fmt.removesuffix("-int8")
-    if runtime not in LOADERS:
-        raise ValueError(f"unknown format {fmt}")
-    return runtime
-
-
 def load_artifact(fmt: str, path: Path, threads: int | None = None, device: str = "cpu") -> Runner:
-    """Any exported or compressed artifact (`onnx`, `onnx-int8`, `torchscript`, `torchscript-int8`, `pt2`)
-    loaded in its runtime on `device`; `threads` sizes the runtime's intra-op pool (torch's is
-    process-wide)."""
-    return LOADERS[runtime_of(fmt)](path, threads, device)
+    """An artifact of any format in `formats.FORMATS`, loaded in its runtime on `device`; `threads` sizes
+    the runtime's intra-op pool (torch's is process-wide)."""
+    return LOADERS[artifact_format(fmt).runtime](path, threads, device)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from lightyard.export.formats import FORMATS
+
 # BentoML adds itself, at the version that built the Bento.
 SERVING_PACKAGES = ("fastapi", "onnxruntime", "numpy", "pillow", "pyyaml", "uvloop", "httptools")
 TORCH_PACKAGES = ("torch",)
@@ -17,7 +19,7 @@ TORCH_PACKAGES = ("torch",)
 
 def requirements(runtime: str, device: str = "cpu") -> list[str]:
     """`name==version` of every package a Bento serving `runtime` on `device` needs."""
-    names = SERVING_PACKAGES + (TORCH_PACKAGES if runtime.startswith("torchscript") else ())
+    names = SERVING_PACKAGES + (TORCH_PACKAGES if FORMATS[runtime].needs_torch else ())
     pins = [f"{name}=={metadata.version(name)}" for name in names]
     if device == "cuda":  # the GPU package of the same release, also when building on a machine without it
         pins = [pin.replace("onnxruntime==", "onnxruntime-gpu==") for pin in pins]

@@ -29,6 +29,7 @@ from lightyard import __version__
 from lightyard.bentoml_adapter import served_model_store, swagger_ui_assets
 from lightyard.cpu import int8_warning
 from lightyard.errors import UserError
+from lightyard.export.formats import FORMATS, QUANTIZED
 from lightyard.export.runtimes import check_onnx_device
 from lightyard.registry import ModelStore, RegisteredModel, load
 from lightyard.serving import protocol
@@ -50,12 +51,12 @@ def load_served(settings: ServingSettings) -> RegisteredModel:
     model = load(served_version(settings, store).tag, store=store)
     formats = model.metadata.get("formats", {})
     if settings.runtime not in formats:
-        hint = f"lightyard quantize {model.tag}" if settings.runtime.endswith("-int8") else "export it again"
+        hint = f"lightyard quantize {model.tag}" if settings.runtime in QUANTIZED else "export it again"
         raise UserError(
             f"{model.tag} has no {settings.runtime} artifact (registered: {', '.join(formats) or 'none'}): "
             f"{hint}, or set LIGHTYARD_RUNTIME"
         )
-    if settings.runtime.startswith("onnx"):
+    if FORMATS[settings.runtime].runtime == "onnx":
         check_onnx_device(settings.device)
     return model
 

@@ -14,11 +14,11 @@ import yaml
 
 from lightyard.bentoml_adapter import available_cpus
 from lightyard.errors import UserError
+from lightyard.export.formats import SERVED
 from lightyard.export.runtimes import DEVICES
 from lightyard.registry.store import ModelStore, Version
 
 CONFIG = Path(__file__).resolve().parents[3] / "conf" / "serve.yaml"
-RUNTIMES = ("onnx", "onnx-int8", "torchscript", "torchscript-int8")
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 KINDS = {int: "a whole number", bool: "true or false", str: "text"}
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -43,9 +43,9 @@ class ServingSettings:
     tracing: bool = False
 
     def __post_init__(self) -> None:
-        if self.runtime not in RUNTIMES:
+        if self.runtime not in SERVED:
             raise UserError(
-                f"runtime '{self.runtime}' is unknown: set LIGHTYARD_RUNTIME to {', '.join(RUNTIMES)}"
+                f"runtime '{self.runtime}' is unknown: set LIGHTYARD_RUNTIME to {', '.join(SERVED)}"
             )
         if self.device not in DEVICES:
             raise UserError(
