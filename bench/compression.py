@@ -41,10 +41,10 @@ from lightyard.compress.quantization import quantize_onnx, quantize_torch, torch
 from lightyard.compress.report import markdown_table, measure_variants, write_report
 from lightyard.cpu import VNNI, Int8Scheme, cpu_model, isa_family, scheme_candidates
 from lightyard.data import DigitsDataModule
-from lightyard.export.writers import write_onnx
 from lightyard.export.runtimes import latency_ms, load_artifact
+from lightyard.export.writers import write_onnx
 from lightyard.io import write_json_atomic
-from lightyard.models.loading import net_from_checkpoint
+from lightyard.sources import net_from_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["logger=csv", "callbacks.rich_progress_bar=null", "callbacks.prediction_samples=null"]

@@ -96,9 +96,9 @@ def quantize_all(model: str, work: Path, calibration_batches: int) -> np.ndarray
     """FP32 and one INT8 file per scheme into `work`, the test inputs beside them; returns the labels."""
     import torch
 
-    from lightyard.cli.export import datamodule_from
     from lightyard.compress.quantization import quantize_onnx
     from lightyard.registry import load
+    from lightyard.sources import datamodule_from
 
     registered = load(model)  # checksums verified
     if not (registered.path / "model.onnx").is_file():

@@ -22,9 +22,10 @@ from lightyard.data import DigitsDataModule
 from lightyard.errors import UserError
 from lightyard.models import build_net
 from lightyard.models.checkpoints import read_checkpoint
-from lightyard.models.loading import net_from_checkpoint, rebuild_net
+from lightyard.models.loading import rebuild_net
 from lightyard.models.nets import PRUNED_CHANNELS
 from lightyard.registry import ModelStore, load
+from lightyard.sources import net_from_checkpoint
 from lightyard.training import train
 from tests.conftest import QUIET, assert_ok, assert_user_error, compose_train, run_train
 from tests.tensorboard_reader import read_events

@@ -18,6 +18,7 @@ from lightyard.models import DistillationModule, small_cnn
 from lightyard.models.checkpoints import read_checkpoint
 from lightyard.models.distillation import distillation_loss
 from lightyard.registry import ModelStore
+from lightyard.sources import load_trained_net
 from tests.conftest import QUIET, assert_ok, assert_user_error, run_train
 
 FAST = ["trainer.max_epochs=1", *QUIET]
@@ -67,7 +68,7 @@ def test_fit_leaves_the_teacher_untouched_and_out_of_the_checkpoint(teacher, tmp
         small_cnn(10, 1, width=4),
         datamodule.spec.to_dict(),
         optimizer=partial(torch.optim.AdamW, lr=0.01),
-        teacher=str(teacher[0]),
+        teacher=load_trained_net(teacher[0]),
         temperature=4.0,
         alpha=0.5,
     )
@@ -160,7 +161,9 @@ def test_mismatched_teachers_are_refused(tmp_path: Path) -> None:
     for i, (spec, message) in enumerate(cases):
         path = fake_teacher(tmp_path / f"teacher{i}.ckpt", spec)
         with pytest.raises(UserError, match=message.replace("(", r"\(")):
-            DistillationModule(small_cnn(10, 1), digits.to_dict(), torch.optim.SGD, teacher=str(path))
+            DistillationModule(
+                small_cnn(10, 1), digits.to_dict(), torch.optim.SGD, teacher=load_trained_net(path)
+            )
     result = run_train(
         ["experiment=digits_kd", f"distill.teacher={tmp_path / 'teacher0.ckpt'}", *FAST], cwd=tmp_path
     )

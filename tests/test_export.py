@@ -156,9 +156,7 @@ def test_one_table_names_every_format_and_imports_no_torch() -> None:
             if isinstance(node, ast.Constant) and node.value in (*files, "-int8"):
                 spelled.append(f"{path.relative_to(package)}:{node.lineno} {node.value!r}")
     assert not spelled, spelled
-    script = (
-        "import sys, lightyard.export.formats; assert not {'torch', 'onnxruntime'} & set(sys.modules)"
-    )
+    script = "import sys, lightyard.export.formats; assert not {'torch', 'onnxruntime'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", script], check=True)
 
 

@@ -1,20 +1,21 @@
 """Every use of BentoML's private modules (`bentoml._internal`), each with its reason: the one place to look
-when a BentoML upgrade breaks something. Read against BentoML 1.4.40."""
+when a BentoML upgrade breaks something. Read against BentoML 1.4.40 (pyproject.toml keeps it to 1.4);
+`internals_problem()` says in one line what a different BentoML lacks."""
 
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# The registry writes `model.yaml` itself (atomically, with checksums) in the format BentoML reads, so
-# `bentoml models list`, `bentoml build` and services see lightyard's versions as their own.
-from bentoml._internal.models.model import ModelContext, ModelInfo, ModelOptions
-from bentoml._internal.tag import Tag
+from lightyard.errors import UserError
 
 __all__ = [
     "ModelContext",
@@ -26,6 +27,68 @@ __all__ = [
     "served_model_store",
     "swagger_ui_assets",
 ]
+
+READ_AGAINST = "1.4.40"
+# Each private module used below, with the names and the parameters of theirs this module relies on.
+INTERNALS: dict[str, dict[str, tuple[str, ...]]] = {
+    "bentoml._internal.models.model": {"ModelContext": (), "ModelInfo": (), "ModelOptions": ()},
+    "bentoml._internal.tag": {"Tag": ()},
+    "bentoml._internal.server": {},
+    "bentoml._internal.configuration.containers": {"BentoMLContainer": ()},
+    "bentoml._internal.resource": {"system_resources": ()},
+    "bentoml._internal.utils.metrics": {"exponential_buckets": ()},
+    "bentoml._internal.marshal.dispatcher": {
+        "CorkDispatcher": (
+            "max_latency_in_ms",
+            "max_batch_size",
+            "shared_sema",
+            "fallback",
+            "get_batch_size",
+        ),
+        "CorkDispatcher._get_inputs": ("num_batches",),
+        "NonBlockSema": (),
+        "Optimizer": (),
+    },
+    "bentoml._internal.context": {"server_context": ()},
+    "circus.controller": {"Controller.start": ()},
+}
+
+
+def internals_problem(internals: dict[str, dict[str, tuple[str, ...]]] = INTERNALS) -> str | None:
+    """One line naming the first private module, name or parameter this BentoML lacks, or None."""
+    installed = metadata.version("bentoml")
+    for module_name, names in internals.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return _changed(installed, f"it has no module {module_name}")
+        for name, parameters in names.items():
+            target: Any = module
+            for part in name.split("."):
+                target = getattr(target, part, None)
+                if target is None:
+                    return _changed(installed, f"{module_name} has no {name}")
+            accepted = inspect.signature(target).parameters if parameters else {}
+            missing = [parameter for parameter in parameters if parameter not in accepted]
+            if missing:
+                return _changed(installed, f"{module_name}.{name} takes no {', '.join(missing)}")
+    return None
+
+
+def _changed(installed: str, what: str) -> str:
+    return (
+        f"BentoML {installed} changed what lightyard uses ({what}): lightyard was written against BentoML "
+        f"{READ_AGAINST}; install bentoml=={READ_AGAINST} (pyproject.toml)"
+    )
+
+
+# The registry writes `model.yaml` itself (atomically, with checksums) in the format BentoML reads, so
+# `bentoml models list`, `bentoml build` and services see lightyard's versions as their own.
+try:
+    from bentoml._internal.models.model import ModelContext, ModelInfo, ModelOptions
+    from bentoml._internal.tag import Tag
+except ImportError as err:  # a BentoML other than the one read: say which, in one line
+    raise UserError(internals_problem() or f"BentoML's internals changed: {err}") from None
 
 Batch = np.ndarray  # N×C×H×W model inputs
 BatchFunction = Callable[[Batch], np.ndarray]

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lightyard.callbacks import ExportCallback
-from lightyard.callbacks.compression import CompressionReport, CompressionStep
+from lightyard.callbacks.compression import CompressionReport, CompressionStep, PruningStep
 from lightyard.callbacks.quantize import QuantizeCallback
 from lightyard.config import build_trainer, instantiate, instantiate_all
 from lightyard.data import ImageDataModule
@@ -31,6 +31,7 @@ from lightyard.models.nets import PRUNED_CHANNELS
 from lightyard.models.surgery import fit_channels
 from lightyard.registry import register_run
 from lightyard.registry.store import check_model_name
+from lightyard.sources import load_trained_net
 from lightyard.sweeps.study import REGISTRATION_FILE, redact
 from lightyard.tracking.loggers import log_hparams
 from lightyard.validation import check_config
@@ -51,13 +52,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
     # net_config is passed after instantiation: Hydra would instantiate a dict that holds a `_target_`
     module = instantiate(cfg.model, net=net, preprocess=spec.to_dict(), _partial_=True, _convert_="all")
-    model = module(net_config=net_config)
+    model = module(net_config=net_config, **_teacher(cfg))
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path") or _interrupted_run(output_dir)
     if ckpt_path:
         _check_checkpoint(model, ckpt_path)
 
     callbacks = instantiate_all(cfg.get("callbacks"))
+    for step in callbacks:
+        if isinstance(step, PruningStep) and step.parent:
+            step.parent_net = load_trained_net(step.parent)
     reporter = _trial_reporter(cfg)
     callbacks += [reporter] if reporter else []
     exporter = _exporter(cfg)
@@ -105,6 +109,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
             checkpoint = _tested_checkpoint(trainer, training, ckpt_path)
             _register(cfg, exporter, model, compression, metrics, checkpoint)
     return metrics
+
+
+def _teacher(cfg: DictConfig) -> dict:
+    """A distillation model's teacher, loaded here (registry tag or checkpoint) and handed to the module."""
+    if "teacher" not in cfg.model:
+        return {}
+    return {"teacher": load_trained_net(cfg.model.teacher) if cfg.model.teacher else None}
 
 
 def _check_checkpoint(model: L.LightningModule, ckpt_path: str | Path) -> None:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from lightyard.errors import UserError
-from lightyard.registry.store import STAGES
+from lightyard.registry.stages import STAGES
 
 PRECISIONS = (
     "32-true",

@@ -13,6 +13,7 @@ from lightyard.compress.gate import AccuracyGate, predict
 from lightyard.compress.measure import Row, eager_runner
 from lightyard.compress.report import markdown_table, measure_variants, write_report
 from lightyard.export.exporter import cpu_float_copy
+from lightyard.models.loading import TrainedNet
 from lightyard.tracking.loggers import log_scalars, tensorboard_logger
 
 log = logging.getLogger("lightyard")
@@ -43,10 +44,13 @@ class CompressionStep(L.Callback):
 
 
 class PruningStep(CompressionStep):
-    """A pruning callback: it keeps the network before pruning as the reference the gate compares to."""
+    """A pruning callback: it keeps the network before pruning as the reference the gate compares to.
+    With a `parent` (registry tag or checkpoint), `train()` loads it into `parent_net` before fit."""
 
     method: str
     max_drop: float
+    parent: str | None = None
+    parent_net: TrainedNet | None = None
     reference: str = "the network before pruning"
     reference_net: nn.Module | None = None
     gate: AccuracyGate | None = None

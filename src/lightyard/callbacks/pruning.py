@@ -16,16 +16,21 @@ from lightyard.compress.pruning import PRUNABLE, per_step_amount, prune_channels
 from lightyard.errors import UserError
 from lightyard.export.exporter import cpu_float_copy
 from lightyard.models.checkpoints import check_fits
-from lightyard.models.loading import check_compatible, load_trained_net
+from lightyard.models.loading import TrainedNet, check_compatible
 from lightyard.models.nets import PRUNED_CHANNELS
 from lightyard.tracking.loggers import log_scalars
 
 log = logging.getLogger("lightyard")
 
 
-def _load_parent(parent: str, pl_module: L.LightningModule) -> str:
-    """Start from a trained model's weights (a registry reference or a checkpoint); returns its source."""
-    trained = load_trained_net(parent)
+def _load_parent(step: PruningStep, pl_module: L.LightningModule) -> str:
+    """Start from the weights of the trained model `train()` loaded for `step.parent`; returns its source."""
+    trained: TrainedNet | None = step.parent_net
+    if trained is None:
+        raise UserError(
+            f"the pruning parent {step.parent} was not loaded: run through lightyard.training.train, or set "
+            "parent_net to lightyard.sources.load_trained_net(parent)"
+        )
     check_compatible(trained.spec, pl_module.spec, trained.source, role="pruning parent")
     state = trained.net.state_dict()
     check_fits(pl_module.net, state, trained.source)
@@ -100,7 +105,7 @@ class IterativePruning(ModelPruning, PruningStep):
                 "prune.start_epoch / prune.every / prune.steps"
             )
         if self.parent:
-            self.parents = [_load_parent(self.parent, pl_module)]
+            self.parents = [_load_parent(self, pl_module)]
             self.reference_net = cpu_float_copy(pl_module.net)
             self.reference = self.parents[0]
         else:
@@ -175,7 +180,7 @@ class StructuredPruning(PruningStep):
         net_config = pl_module.hparams.setdefault("net_config", {})
         if stage != "fit" or net_config.get(PRUNED_CHANNELS):  # resumed: the net is already pruned
             return
-        self.parents = [_load_parent(self.parent, pl_module)]
+        self.parents = [_load_parent(self, pl_module)]
         self.reference_net = cpu_float_copy(pl_module.net)
         self.reference = self.parents[0]
         spec = pl_module.spec

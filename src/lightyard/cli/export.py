@@ -12,10 +12,7 @@ from lightyard.export.formats import EXPORTED
 if TYPE_CHECKING:  # torch and the data package load only when the command runs
     import torch
 
-    from lightyard.data import ImageDataModule
     from lightyard.data.preprocess import PreprocessSpec
-
-TRUSTED_DATA = ("lightyard.data.",)  # the only data modules a stored config may name
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -41,11 +38,11 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from lightyard.export import export_model
     from lightyard.export.exporter import check_formats
-    from lightyard.models.loading import net_from_checkpoint
+    from lightyard.sources import net_from_checkpoint, run_config
 
     formats = check_formats([f.strip() for f in args.formats.split(",") if f.strip()])
     run_dir = args.checkpoint.resolve().parent.parent
-    trained = net_from_checkpoint(args.checkpoint, _run_config(run_dir, "model").get("net"))
+    trained = net_from_checkpoint(args.checkpoint, run_config(run_dir, "model").get("net"))
     spec = trained.spec
     if args.images:
         inputs = _folder_images(args.images, spec, args.count)
@@ -64,43 +61,18 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"{len(formats) - len(report.passed)} format(s) failed: see the lines above")
 
 
-def _run_config(run_dir: Path, key: str) -> dict:
-    from omegaconf import OmegaConf
-
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        return {}
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False).get(key) or {}
-
-
 def _test_images(run_dir: Path, count: int) -> torch.Tensor:
     """The first `count` test images of the run that wrote the checkpoint, through its data module."""
     import torch
 
-    data = _run_config(run_dir, "data")
+    from lightyard.sources import datamodule_from, run_config
+
+    data = run_config(run_dir, "data")
     if not data:
         raise UserError(f"no test images: {run_dir} has no .hydra/config.yaml; pass --images DIR")
     datamodule = datamodule_from(data)
     images = [image for image, _ in (datamodule.datasets["test"][i] for i in range(count))]
     return torch.stack(images)
-
-
-def datamodule_from(data: dict, spec: PreprocessSpec | None = None) -> ImageDataModule:
-    """The data module a stored `data` config describes, set up for testing. Only lightyard's own data
-    modules are accepted (the config may come from the registry); with `spec`, the data must match it."""
-    from omegaconf import OmegaConf
-
-    from lightyard.config import instantiate
-    from lightyard.models.loading import check_compatible
-
-    target = str(data.get("_target_", ""))
-    if not target.startswith(TRUSTED_DATA):
-        raise UserError(f"stored data config names '{target}', which is not a lightyard data module")
-    datamodule = instantiate(OmegaConf.create(data))
-    if spec is not None:
-        check_compatible(spec, datamodule.spec, "the model", role="model")
-    datamodule.setup("test")
-    return datamodule
 
 
 def _folder_images(folder: Path, spec: PreprocessSpec, count: int) -> torch.Tensor:

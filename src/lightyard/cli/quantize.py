@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,10 +18,8 @@ from lightyard.errors import UserError
 from lightyard.export.formats import quantizable_runtimes
 
 if TYPE_CHECKING:  # torch loads only when the command runs
-    from torch import nn
-
-    from lightyard.data.preprocess import PreprocessSpec
     from lightyard.registry import RegisteredModel
+    from lightyard.sources import ModelSource
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -56,33 +53,21 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     quantize.set_defaults(func=run)
 
 
-@dataclass
-class Source:
-    """What to quantize and with which data; `registered` is set for a registry model."""
-
-    name: str
-    net: nn.Module
-    spec: PreprocessSpec
-    net_config: dict
-    data: dict
-    out: Path
-    registered: RegisteredModel | None = None
-
-
 def run(args: argparse.Namespace) -> None:
-    from lightyard.cli.export import datamodule_from
     from lightyard.compress.quantization import check_mode, quantize_export, quantize_lineage
     from lightyard.compress.report import markdown_table, measure_variants, write_report
     from lightyard.cpu import isa_family, scheme_candidates
+    from lightyard.sources import datamodule_from, open_model
 
     check_mode(args.mode)
-    source = _source(args.model, args.out)
-    datamodule = datamodule_from(source.data, source.spec)
+    source = open_model(args.model)
+    trained, out = source.trained, _out_dir(source, args.out)
+    datamodule = datamodule_from(source.data, trained.spec)
     static = args.mode == "static"
     calibration = datamodule.calibration_batches(args.calibration_batches) if static else []
     test = list(datamodule.test_dataloader())
     if source.registered is not None:
-        _copy_version(source.registered, source.out)
+        _copy_version(source.registered, out)
     schemes = scheme_candidates(
         activation_type=args.activation_type,
         weight_type=args.weight_type,
@@ -91,10 +76,10 @@ def run(args: argparse.Namespace) -> None:
     )
     print(f"host CPU: {isa_family()}; ONNX Runtime scheme candidates: {', '.join(s.name for s in schemes)}")
     report = quantize_export(
-        source.net,
-        source.spec,
-        source.out,
-        net_config=source.net_config,
+        trained.net,
+        trained.spec,
+        out,
+        net_config=trained.net_config,
         mode=args.mode,
         calibration=calibration,
         test=test,
@@ -102,50 +87,28 @@ def run(args: argparse.Namespace) -> None:
         runtimes=[name.strip() for name in args.runtimes.split(",") if name.strip()],
         schemes=schemes,
     )
-    rows = measure_variants(source.net, source.out, test, threads=args.threads)
-    path = write_report(source.out, f"INT8 ({args.mode}) of {source.name}, {args.threads} threads", rows)
+    rows = measure_variants(trained.net, out, test, threads=args.threads)
+    path = write_report(out, f"INT8 ({args.mode}) of {source.name}, {args.threads} threads", rows)
     print(markdown_table(rows))
     results = report.int8
     for name, entry in results.items():
         scheme = f" ({entry['scheme']['name']}, chosen on {entry['isa']})" if "scheme" in entry else ""
         print(f"{name:<18} {'passed' if entry['passed'] else entry.get('error', 'failed')}{scheme}")
-    print(f"artifacts in {source.out}/, report: {path}")
+    print(f"artifacts in {out}/, report: {path}")
     if not any(entry["passed"] for entry in results.values()):
         raise UserError("no INT8 artifact passed the accuracy gate: see the lines above")
     if source.registered is not None and not args.no_register:
         lineage_step = quantize_lineage(args.mode, len(calibration), args.max_drop, report)
-        _register(source.registered, source.out, lineage_step)
+        _register(source.registered, out, lineage_step)
 
 
-def _source(model: str, out: Path | None) -> Source:
-    from lightyard.cli.export import _run_config
-    from lightyard.models.loading import CHECKPOINT_SUFFIXES, net_from_checkpoint
-
-    if Path(model).suffix in CHECKPOINT_SUFFIXES or Path(model).expanduser().is_file():
-        run_dir = Path(model).resolve().parent.parent
-        trained = net_from_checkpoint(model, _run_config(run_dir, "model").get("net"))
-        data = _run_config(run_dir, "data")
-        if not data:
-            raise UserError(
-                f"{model}: its run dir has no .hydra/config.yaml naming the data it was trained on"
-            )
-        return Source(model, trained.net, trained.spec, trained.net_config, data, out or run_dir / "export")
-    from lightyard.registry import load
-
-    registered = load(model)  # checksums verified
-    data = registered.config.get("data")
-    if not data:
-        raise UserError(f"{registered.tag} has no stored data config: quantize its checkpoint instead")
-    default_out = Path("quantized") / registered.tag.replace(":", "-")
-    return Source(
-        registered.tag,
-        registered.net(),
-        registered.spec,
-        dict(registered.metadata["net"]),
-        data,
-        out or default_out,
-        registered,
-    )
+def _out_dir(source: ModelSource, out: Path | None) -> Path:
+    """`--out`, else a checkpoint's run `export/` folder, else `quantized/<name>-<version>/`."""
+    if out is not None:
+        return out
+    if source.run_dir is not None:
+        return source.run_dir / "export"
+    return Path("quantized") / source.name.replace(":", "-")
 
 
 def _copy_version(registered: RegisteredModel, out: Path) -> None:

@@ -10,7 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightyard.errors import UserError
 from lightyard.models.classifier import Batch, ClassifierModule, OptimizerFactory, SchedulerFactory
-from lightyard.models.loading import check_compatible, load_trained_net
+from lightyard.models.loading import TrainedNet, check_compatible
 
 
 def distillation_loss(
@@ -39,8 +39,9 @@ class DistillationModule(ClassifierModule):
     """Trains the student `net` with `distillation_loss`; validation and test use plain cross-entropy,
     so their losses compare with any classifier's.
 
-    The teacher (a registry tag or checkpoint path) is frozen, in eval mode, kept on the student's device
-    but outside the module's state: it is not in the checkpoint, not wrapped by DDP, not optimised.
+    The teacher (which `train()` loads from a registry tag or a checkpoint, `lightyard.sources`) is frozen,
+    in eval mode, kept on the student's device but outside the module's state: it is not in the
+    checkpoint, not wrapped by DDP, not optimised; the checkpoint names where it came from.
     Logs `train/loss_hard`, `train/loss_soft` (and `train/loss`, their weighted sum) every epoch and the
     teacher's `val/teacher_acc` once, on the first validation epoch.
     """
@@ -50,7 +51,7 @@ class DistillationModule(ClassifierModule):
         net: nn.Module,
         preprocess: dict,
         optimizer: OptimizerFactory,
-        teacher: str | None = None,
+        teacher: TrainedNet | None = None,
         temperature: float = 4.0,
         alpha: float = 0.5,
         scheduler: SchedulerFactory | None = None,
@@ -58,17 +59,17 @@ class DistillationModule(ClassifierModule):
         net_config: dict | None = None,
     ) -> None:
         super().__init__(net, preprocess, optimizer, scheduler, label_smoothing, net_config)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        if not teacher:
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "teacher"], logger=False)
+        if teacher is None:
             raise UserError("distillation needs a teacher: pass distill.teacher=NAME@production or a .ckpt")
         if temperature <= 0 or not 0.0 <= alpha <= 1.0:
             raise UserError(
                 f"distill.temperature must be > 0 and distill.alpha in [0, 1] (got {temperature}, {alpha})"
             )
-        trained = load_trained_net(teacher)
-        check_compatible(trained.spec, self.spec, trained.source)
-        self._teacher = [trained.net.requires_grad_(False).eval()]  # a list: invisible to nn.Module
-        self.teacher_source = trained.source
+        check_compatible(teacher.spec, self.spec, teacher.source)
+        self._teacher = [teacher.net.requires_grad_(False).eval()]  # a list: invisible to nn.Module
+        self.teacher_source = teacher.source
+        self.hparams["teacher"] = teacher.source  # in the checkpoint: where the soft targets came from
         self.temperature, self.alpha = temperature, alpha
         self.hard_loss, self.soft_loss = MeanMetric(), MeanMetric()
         self.teacher_val_acc = MulticlassAccuracy(self.spec.num_classes, average="micro", validate_args=False)

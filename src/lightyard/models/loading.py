@@ -1,8 +1,7 @@
-"""Loading a trained network from where lightyard keeps them: a registry tag or a checkpoint file.
+"""A trained network rebuilt from its stored config and weights, and checked against other data.
 
-One place for the distillation teacher, `lightyard export` and anything else that needs a trained net:
-the net is rebuilt from its stored `model.net` config (lightyard's own builders only) and its weights
-are read with `weights_only=True`.
+Where the config and weights come from (a checkpoint, a registry tag) is `lightyard.sources`' job; this
+module knows nothing of the registry, so that the registry can rebuild its versions' networks here.
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ from torch import nn
 
 from lightyard.data.preprocess import PreprocessSpec
 from lightyard.errors import UserError
-from lightyard.models.checkpoints import check_fits, net_state_dict, read_checkpoint
+from lightyard.models.checkpoints import check_fits
 from lightyard.models.nets import PRUNED_CHANNELS, build_net
 from lightyard.models.surgery import fit_channels
-
-CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 
 
 @dataclass(frozen=True)
@@ -27,32 +24,6 @@ class TrainedNet:
     spec: PreprocessSpec
     net_config: dict
     source: str  # the registry tag or the checkpoint path it came from
-
-
-def load_trained_net(source: str | Path) -> TrainedNet:
-    """`name:version` / `name@stage` from the registry (checksums verified), or a checkpoint path."""
-    text = str(source)
-    if Path(text).suffix in CHECKPOINT_SUFFIXES or Path(text).expanduser().is_file():
-        return net_from_checkpoint(text)
-    from lightyard.registry import load
-
-    model = load(text)
-    return TrainedNet(model.net(), model.spec, dict(model.metadata["net"]), model.tag)
-
-
-def net_from_checkpoint(path: str | Path, run_net_config: dict | None = None) -> TrainedNet:
-    """The network of a lightyard checkpoint, in eval mode. `run_net_config` stands in for checkpoints
-    written before the net config was stored in them (read from the run's `.hydra/config.yaml`)."""
-    checkpoint = read_checkpoint(path)
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "preprocess" not in hparams:
-        raise UserError(f"{path} is not a lightyard checkpoint: it has no preprocessing spec")
-    spec = PreprocessSpec.from_dict(hparams["preprocess"])
-    net_config = hparams.get("net_config") or run_net_config
-    if not net_config:
-        raise UserError(f"{path} does not name its network: it predates stored net configs; retrain it")
-    net = rebuild_net(net_config, spec, net_state_dict(checkpoint), path)
-    return TrainedNet(net, spec, dict(net_config), str(path))
 
 
 def rebuild_net(net_config: dict, spec: PreprocessSpec, state: dict, source: str | Path) -> nn.Module:

@@ -27,9 +27,9 @@ from bentoml.exceptions import BentoMLException
 from lightyard.bentoml_adapter import ModelContext, ModelInfo, ModelOptions, Tag
 from lightyard.errors import UserError
 from lightyard.io import process_alive, write_text_atomic
+from lightyard.registry.stages import STAGES
 
 MODEL_YAML = "model.yaml"
-STAGES = ("none", "staging", "production")
 STAGE_LABEL = "stage"
 STAGE_SINCE_LABEL = "stage_since"  # when the stage was set: the newest holder wins after a crash mid-promote
 MODULE = "lightyard.registry"

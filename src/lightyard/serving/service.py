@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from lightyard import __version__
-from lightyard.bentoml_adapter import served_model_store, swagger_ui_assets
+from lightyard.bentoml_adapter import internals_problem, served_model_store, swagger_ui_assets
 from lightyard.cpu import int8_warning
 from lightyard.errors import UserError
 from lightyard.export.formats import FORMATS, QUANTIZED
@@ -47,6 +47,8 @@ RECONNECT_AFTER_S = 2.0  # with several workers: how long a keep-alive connectio
 def load_served(settings: ServingSettings) -> RegisteredModel:
     """The version to serve, its files verified, with the configured runtime present: checked when the
     module is imported, so a bad setting stops `bentoml serve` with one line before any worker starts."""
+    if problem := internals_problem():  # the adaptive batcher subclasses BentoML's private dispatcher
+        raise UserError(problem)
     store = ModelStore(served_model_store())
     model = load(served_version(settings, store).tag, store=store)
     formats = model.metadata.get("formats", {})
