@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import lightyard
 
 PACKAGE = Path(lightyard.__file__).parent
@@ -85,7 +87,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for successor in sorted(graph[node]):
             if state.get(successor) == 1:
-                return path[path.index(successor) :] + [successor]
+                return [*path[path.index(successor) :], successor]
             if successor not in state and (cycle := walk(successor)):
                 return cycle
         path.pop()
@@ -153,7 +155,9 @@ def undeclared(paths: list[Path], allowed: set[str]) -> list[str]:
     for module, files in sorted(third_party_imports(paths).items()):
         provided = {normalise(name) for name in distributions.get(module, [module])}
         if not provided & allowed:
-            problems.append(f"{module} ({', '.join(sorted(provided))}) imported by {', '.join(sorted(files))}")
+            problems.append(
+                f"{module} ({', '.join(sorted(provided))}) imported by {', '.join(sorted(files))}"
+            )
     return problems
 
 
@@ -183,3 +187,16 @@ def test_bentoml_internals_are_the_ones_read() -> None:
     assert internals_problem() is None
     changed = {"bentoml._internal.marshal.dispatcher": {"CorkDispatcher": ("max_latency",)}}
     assert "CorkDispatcher takes no max_latency" in internals_problem(changed)
+
+
+@pytest.mark.parametrize("category", [DeprecationWarning, PendingDeprecationWarning, FutureWarning])
+def test_deprecations_from_lightyard_code_fail_the_tests(category: type[Warning]) -> None:
+    """pyproject.toml's filters: a deprecated API lightyard calls is an error under pytest, one a library
+    calls inside itself is not."""
+    import warnings
+
+    with pytest.raises(category):
+        warnings.warn_explicit(
+            "old", category, "lightyard/export/writers.py", 1, module="lightyard.export.writers"
+        )
+    warnings.warn_explicit("old", category, "torch/jit/_trace.py", 1, module="torch.jit._trace")
