@@ -131,7 +131,7 @@ def judge(result: dict, labels: np.ndarray, family: str) -> dict:
     fp32_errors = int((predictions["fp32"] != labels).sum())
     candidates = [scheme.name for scheme in scheme_candidates(family)]
     trials = [{"name": name, "accuracy": 1 - schemes[name]["errors"] / len(labels)} for name in candidates]
-    kept = [trial["name"] for trial in most_accurate(trials)]
+    kept = [trial["name"] for trial in most_accurate(trials, key="accuracy")]
     worst = max(schemes[name]["errors"] for name in kept)
     allowed = TARGET_PER_10K * len(labels) / 10_000
     return {

@@ -91,7 +91,8 @@ def register_resnet18(home: Path) -> str:
     calibration = [torch.randn(8, 3, 224, 224) for _ in range(4)]
     quantize_export(
         net, spec, out, net_config=config, mode="static", calibration=calibration,
-        test=[(images, torch.randint(0, 1000, (16,)))], runtimes=["onnx"], max_drop=100.0,
+        val=[(images, torch.randint(0, 1000, (16,)))], test=[(images, torch.randint(0, 1000, (16,)))],
+        runtimes=["onnx"], max_drop=100.0,
     )  # fmt: skip
     return register_export(
         out, "bench-resnet18", metrics={}, config={}, lineage={}, store=ModelStore(home)

@@ -19,10 +19,11 @@ from lightyard.tracking.loggers import log_scalars, tensorboard_logger
 log = logging.getLogger("lightyard")
 
 
-def full_test_split(trainer: L.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every test batch, on the CPU. From the data module, not `trainer.test_dataloaders`: under DDP
-    those hold only this rank's shard."""
-    return [(images.float(), labels) for images, labels in trainer.datamodule.test_dataloader()]
+def full_split(trainer: L.Trainer, split: str = "test") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every batch of the `val` or `test` split, on the CPU. From the data module, not the trainer's
+    loaders: under DDP those hold only this rank's shard."""
+    loader = trainer.datamodule.val_dataloader() if split == "val" else trainer.datamodule.test_dataloader()
+    return [(images.float(), labels) for images, labels in loader]
 
 
 class CompressionStep(L.Callback):
@@ -59,7 +60,7 @@ class PruningStep(CompressionStep):
         """The accuracy gate: pruned vs unpruned network on the full test split (rank zero)."""
         if self.reference_net is None or not trainer.is_global_zero:
             return
-        test = full_test_split(trainer)
+        test = full_split(trainer)
         reference = predict(eager_runner(self.reference_net), test)
         pruned = predict(eager_runner(cpu_float_copy(pl_module.net)), test)
         self.gate = AccuracyGate(
@@ -123,7 +124,7 @@ class CompressionReport(L.Callback):
         return measure_variants(
             cpu_float_copy(pl_module.net),
             self.export_dir,
-            full_test_split(trainer),
+            full_split(trainer),
             reference_net=pruning.reference_net if pruning else None,
             label=f"pruned ({pruning.method}), eager" if pruning else "FP32 eager",
             threads=self.threads,

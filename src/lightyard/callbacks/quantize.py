@@ -1,4 +1,5 @@
-"""QuantizeCallback: INT8 variants of the tested weights, gated on the full test split."""
+"""QuantizeCallback: INT8 variants of the tested weights, chosen on the validation split and gated on the
+full test split."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 
-from lightyard.callbacks.compression import CompressionStep, full_test_split
+from lightyard.callbacks.compression import CompressionStep, full_split
 from lightyard.compress.gate import DEFAULT_MAX_DROP
 from lightyard.compress.quantization import RUNTIMES, check_mode, quantize_export, quantize_lineage
 from lightyard.cpu import scheme_candidates
@@ -64,7 +65,8 @@ class QuantizeCallback(CompressionStep):
                 net_config=dict(pl_module.hparams.get("net_config") or {}),
                 mode=self.mode,
                 calibration=calibration,
-                test=full_test_split(trainer),
+                val=full_split(trainer, "val"),
+                test=full_split(trainer),
                 max_drop=self.max_drop,
                 runtimes=self.runtimes,
                 schemes=self.schemes,

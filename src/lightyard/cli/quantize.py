@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> None:
         net_config=trained.net_config,
         mode=args.mode,
         calibration=calibration,
+        val=list(datamodule.val_dataloader()),
         test=test,
         max_drop=args.max_drop,
         runtimes=[name.strip() for name in args.runtimes.split(",") if name.strip()],

@@ -98,34 +98,39 @@ def choose_onnx_scheme(
     work_dir: Path,
     mode: str,
     calibration: Sequence[torch.Tensor],
-    test: Batches,
+    val: Batches,
     candidates: Sequence[Int8Scheme],
 ) -> tuple[Int8Scheme, list[dict]]:
-    """The candidate with the best test accuracy, the fastest at batch 1 among those within
-    SCHEME_TIE points of it, and every candidate's figures (none measured when there is one)."""
+    """The candidate with the best accuracy on the validation batches `val`, the fastest at batch 1 among
+    those within SCHEME_TIE points of it, and every candidate's figures (none measured when there is
+    one). Chosen on validation, so that the test split the gate and the report use stays unseen."""
     if len(candidates) == 1:
         return candidates[0], []
-    images = next(iter(test))[0].numpy()
+    images = next(iter(val))[0].numpy()
     trials = []
     for scheme in candidates:
         path = work_dir / f"candidate-{len(trials)}.int8.onnx"
         try:
             quantize_onnx(fp32_path, path, mode, calibration, scheme)
             run = load_artifact(int8_of("onnx").name, path)
-            accuracy = predict(run, test).accuracy
-            trials.append({"scheme": scheme, "accuracy": accuracy, "batch1_ms": latency_ms(run, images, 1)})
+            accuracy = predict(run, val).accuracy
+            trials.append(
+                {"scheme": scheme, "val_accuracy": accuracy, "batch1_ms": latency_ms(run, images, 1)}
+            )
         finally:
             path.unlink(missing_ok=True)
-        log.info(f"INT8 candidate {scheme.name}: accuracy {accuracy:.4f}, {trials[-1]['batch1_ms']:.3f} ms")
+        log.info(
+            f"INT8 candidate {scheme.name}: val accuracy {accuracy:.4f}, {trials[-1]['batch1_ms']:.3f} ms"
+        )
     chosen = min(most_accurate(trials), key=lambda trial: trial["batch1_ms"])["scheme"]
     return chosen, [{**trial, "scheme": trial["scheme"].name} for trial in trials]
 
 
-def most_accurate(trials: Sequence[dict]) -> list[dict]:
-    """The trials (each with an `accuracy`) within SCHEME_TIE points of the best, of which the chooser
-    keeps the fastest; apart so that bench/int8_isa.py applies the same rule to emulated CPUs."""
-    best = max(trial["accuracy"] for trial in trials)
-    return [trial for trial in trials if 100.0 * (best - trial["accuracy"]) <= SCHEME_TIE]
+def most_accurate(trials: Sequence[dict], key: str = "val_accuracy") -> list[dict]:
+    """The trials within SCHEME_TIE points of the best `key` accuracy, of which the chooser keeps the
+    fastest; apart so that bench/int8_isa.py applies the same rule to emulated CPUs."""
+    best = max(trial[key] for trial in trials)
+    return [trial for trial in trials if 100.0 * (best - trial[key]) <= SCHEME_TIE]
 
 
 def quantize_torch(
@@ -176,6 +181,7 @@ def quantize_export(
     net_config: dict,
     mode: str,
     calibration: Sequence[torch.Tensor],
+    val: Batches,
     test: Batches,
     max_drop: float = DEFAULT_MAX_DROP,
     runtimes: Sequence[str] = RUNTIMES,
@@ -183,8 +189,9 @@ def quantize_export(
 ) -> ExportReport:
     """Add gated INT8 variants of `net` to the export folder `out_dir` and to its `export.json`.
 
-    `calibration` holds preprocessed train images (static mode); `test` the labelled test batches every
-    variant is evaluated on, against the FP32 network's predictions. The FP32 ONNX model is exported first
+    `calibration` holds preprocessed train images (static mode); `val` the labelled validation batches
+    the ONNX Runtime scheme is chosen on; `test` the labelled test batches every variant is then gated
+    on, against the FP32 network's predictions. The FP32 ONNX model is exported first
     if the folder does not have one. `schemes`: the ONNX Runtime candidates (default: this host's).
     """
     check_mode(mode)
@@ -204,8 +211,9 @@ def quantize_export(
     report = ExportReport.load(out_dir)
     reference = predict(eager_runner(net), test)
     if "onnx" in runtimes:
+        val = [(images.to("cpu", torch.float32), labels.cpu()) for images, labels in val]
         scheme, trials = choose_onnx_scheme(
-            fp32_onnx, out_dir, mode, calibration, test, schemes or scheme_candidates()
+            fp32_onnx, out_dir, mode, calibration, val, schemes or scheme_candidates()
         )
     writers = {
         "onnx": lambda path: {
