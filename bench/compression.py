@@ -6,8 +6,11 @@ Digits (real training, `python train.py` as a user runs it, in a temporary folde
   channels  experiment=digits_pruned_channels from the dense checkpoint: half the channels removed
 ResNet-18 at 224×224 (random weights: speed and size only): ONNX FP32, ONNX INT8 in the scheme chosen for
 this host's instruction set (lightyard/cpu.py) beside the other schemes (U8S8 with and without 7-bit
-weights, S8S8), torch INT8 (FX) and eager FP32. The host's CPU and instruction family come first; the
-ResNet-18 speedup targets depend on it (VNNI or not).
+weights, S8S8), torch INT8 (FX) and eager FP32. The host's CPU and instruction family come first.
+
+The targets are outcomes (accuracy, latency, size), the same on every CPU: a CPU that falls short is
+named beside the target (INT8 speedups are smaller without VNNI's dot products). Sparsity and MACs are
+reported, not targeted: they restate `prune.amount` and the halved channels.
 
 Every latency is the median of repeated calls after warm-up with the same thread count (`--threads`).
 Ratios are FP32 ÷ compressed for speed and compressed ÷ FP32 for size.
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from common import ROOT, host, host_line, save_figures
 
 from lightyard.compress.gate import predict
 from lightyard.compress.measure import (
@@ -39,29 +43,22 @@ from lightyard.compress.measure import (
 from lightyard.compress.pruning import sparsity
 from lightyard.compress.quantization import quantize_onnx, quantize_torch, torch_engine
 from lightyard.compress.report import markdown_table, measure_variants, write_report
-from lightyard.cpu import VNNI, Int8Scheme, cpu_model, isa_family, scheme_candidates
+from lightyard.cpu import Int8Scheme, scheme_candidates
 from lightyard.data import DigitsDataModule
 from lightyard.export.runtimes import latency_ms, load_artifact
 from lightyard.export.writers import write_onnx
-from lightyard.io import write_json_atomic
 from lightyard.sources import net_from_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["logger=csv", "callbacks.rich_progress_bar=null", "callbacks.prediction_samples=null"]
-SPEEDUP_TARGETS = {  # ResNet-18 INT8 over FP32 (ONNX Runtime), by whether the host has VNNI
-    True: {"resnet18.int8_speedup_b1": ("≥", 2.0), "resnet18.int8_speedup_b8": ("≥", 3.0)},
-    False: {"resnet18.int8_speedup_b1": ("≥", 1.5), "resnet18.int8_speedup_b8": ("≥", 1.5)},
-}
 TARGETS = {
     "digits.int8_acc_drop": ("≤", 0.5),
     "digits.int8_size_ratio": ("≤", 0.3),
-    **SPEEDUP_TARGETS[isa_family() in VNNI],
+    "resnet18.int8_speedup_b1": ("≥", 2.0),  # ONNX Runtime INT8 over FP32
+    "resnet18.int8_speedup_b8": ("≥", 3.0),
     "resnet18.int8_vs_eager_b1": ("≥", 4.0),
     "resnet18.int8_size_ratio": ("≤", 0.27),
-    "structured.mac_ratio": ("≥", 1.6),
     "structured.latency_ratio_b32": ("≥", 1.4),
     "structured.acc_drop": ("≤", 1.0),
-    "unstructured.sparsity": ("≥", 0.8 - 1e-3),
     "unstructured.acc_drop": ("≤", 1.0),
 }
 
@@ -199,13 +196,15 @@ def resnet18(work: Path, threads: int, repeats: int) -> tuple[list[list[str]], d
     return rows, figures
 
 
-def targets(figures: dict) -> list[str]:
+def targets(figures: dict, family: str) -> list[str]:
+    """Every target beside its figure; one missed says on which CPU family it fell short."""
     lines = []
     for key, (sign, limit) in TARGETS.items():
         group, name = key.split(".")
         value = figures[group][name]
         met = value <= limit if sign == "≤" else value >= limit
-        lines.append(f"{key:<30} {value:8.3f}   target {sign} {limit:g}   {'met' if met else 'NOT MET'}")
+        verdict = "met" if met else f"NOT MET on {family}"
+        lines.append(f"{key:<30} {value:8.3f}   target {sign} {limit:g}   {verdict}")
     return lines
 
 
@@ -217,8 +216,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep report.md, the plot and the runs here")
     args = parser.parse_args()
     started = time.perf_counter()
-    family = isa_family()
-    print(f"host: {cpu_model()}, instruction family {family} (VNNI: {family in VNNI})", flush=True)
+    machine = host("onnxruntime")
+    print(host_line(machine), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.out or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -234,16 +233,14 @@ def main() -> None:
     print(f"ResNet-18 at 224×224 ({args.threads} threads):\n")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     print("\n".join("| " + " | ".join(row) + " |" for row in resnet_rows))
-    print("\n" + "\n".join(targets(figures)))
+    print("\n" + "\n".join(targets(figures, machine["isa_family"])))
     print(f"\n{time.perf_counter() - started:.0f} s in all")
-    figures["cpu_isa"] = isa_family()
-    if args.json:
-        write_json_atomic(args.json, figures)
-        print(f"figures written to {args.json}")
+    figures["host"], figures["cpu_isa"] = machine, machine["isa_family"]
     if args.out:
         print(f"runs, {report.name} and the plot are in {args.out}/")
     else:
         print("runs were written to a temporary folder and removed (--out DIR keeps them)")
+    save_figures(args.json, figures)
 
 
 if __name__ == "__main__":

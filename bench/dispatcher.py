@@ -17,8 +17,9 @@ import os
 import time
 
 import numpy as np
+from common import host, host_line
 from queueing import ceiling_rate
-from serving import SERVER_BOUND, dispatcher_search, host
+from serving import SERVER_BOUND, dispatcher_search
 
 from lightyard.serving.settings import ServingSettings
 
@@ -30,8 +31,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="least length of a trial")
     args = parser.parse_args()
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    machine = host()
-    print(f"host: {machine['cpu']}, {machine['cores']} cores")
+    machine = host("bentoml")
+    print(host_line(machine), flush=True)
     settings = ServingSettings.load()
     latency = args.latency_ms / 1000
 

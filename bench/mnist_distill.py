@@ -23,7 +23,6 @@ import argparse
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,15 +30,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from common import DATA, ensure_mnist, host, host_line, save_figures
+
 from lightyard.config import compose_train
 from lightyard.errors import UserError
-from lightyard.io import write_json_atomic
 from lightyard.registry import ModelStore, RegisteredModel, load
 from lightyard.training import train
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data"
-UNPACK = ROOT.parent / "shared" / "data" / "unpack-mnist"
 TEST_IMAGES = 10_000
 QUIET = [
     "logger=csv",
@@ -61,17 +58,6 @@ PAIRS = {
     },
     "cnn": {"teacher": "mnist", "scratch": "mnist_cnn_student", "kd": "mnist_cnn_kd", "paper": None},
 }
-
-
-def ensure_mnist() -> None:
-    if (DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
-        return
-    if not UNPACK.is_file():
-        raise SystemExit(
-            f"MNIST is not in {DATA}/MNIST/raw and {UNPACK} is absent: place the idx files there"
-        )
-    print(f"unpacking MNIST into {DATA} with {UNPACK}", flush=True)
-    subprocess.run([str(UNPACK), str(DATA)], check=True)
 
 
 def errors(experiment: str, output_dir: Path, extra: list[str]) -> tuple[int, float]:
@@ -194,6 +180,8 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, even in a log file
     quiet_training()
     ensure_mnist()
+    machine = host("lightning")
+    print(host_line(machine))
     teacher_extra = [f"trainer.max_epochs={args.teacher_epochs}"] if args.teacher_epochs else []
     student_extra = [f"trainer.max_epochs={args.student_epochs}"] if args.student_epochs else []
     started = time.perf_counter()
@@ -208,12 +196,8 @@ def main() -> None:
             )
     for pair, figures in results.items():
         report(pair, figures)
-    print(f"\n{time.perf_counter() - started:.0f} s in all")
-    if args.json:
-        write_json_atomic(args.json, results)
-        print(f"figures written to {args.json}")
-    else:
-        print("runs were written to a temporary folder and removed (--json PATH keeps the figures)")
+    print(f"\n{time.perf_counter() - started:.0f} s in all; the runs were in a temporary folder, removed")
+    save_figures(args.json, {"host": machine, **results})
 
 
 if __name__ == "__main__":

@@ -31,18 +31,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from mnist_distill import DATA, TEST_IMAGES, ensure_mnist, quiet_training, study
+from common import DATA, ROOT, Server, ensure_mnist, free_port, host, host_line, save_figures
+from mnist_distill import TEST_IMAGES, quiet_training, study
 from PIL import Image
-from serving import Server, free_port
 
 from lightyard.compress.measure import count_macs, parameter_counts
 from lightyard.config import compose_train, instantiate
-from lightyard.cpu import isa_family
 from lightyard.export.runtimes import latency_ms
-from lightyard.io import write_json_atomic
 from lightyard.registry import ModelStore, load
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RUN = ["logger=csv", "callbacks.rich_progress_bar=null", "data.download=false", f"data.root={DATA}"]
 
@@ -220,7 +217,8 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)
     started = time.perf_counter()
     ensure_mnist()
-    print(f"host: {isa_family()} instruction family; {'--quick' if args.quick else 'full'} run", flush=True)
+    machine = host("onnxruntime", "bentoml")
+    print(f"{host_line(machine)}; {'--quick' if args.quick else 'full'} run", flush=True)
     rates = loader_and_step_rates()
     bound = "the loader" if rates["loader_ips"] < rates["step_ips"] else "the training step"
     print(
@@ -249,7 +247,8 @@ def main() -> None:
     by_model = {r["model"]: r for r in table}
     teacher, pruned = by_model["teacher"], by_model["pruned teacher"]
     figures = {
-        "cpu_isa": isa_family(),
+        "host": machine,
+        "cpu_isa": machine["isa_family"],
         "quick": args.quick,
         "loader_ips": rates["loader_ips"],
         "step_ips": rates["step_ips"],
@@ -272,10 +271,8 @@ def main() -> None:
         figures["kd_gap_closed"], figures["kd_diff_std"] = hinton["gap_closed"], hinton["diff_std"]
     print("\n" + "\n".join(f"  {part}: {seconds:.0f} s" for part, seconds in parts.items()))
     print(f"{time.perf_counter() - started:.0f} s in all")
-    if args.json:
-        write_json_atomic(args.json, figures)
-        print(f"figures written to {args.json}")
     print(f"runs and registry in {args.keep}/" if args.keep else "runs were in a temporary folder, removed")
+    save_figures(args.json, figures)
 
 
 if __name__ == "__main__":

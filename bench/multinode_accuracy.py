@@ -20,12 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from serving import free_port  # bench/serving.py's
+from common import ROOT, free_port, host, host_line, save_figures
 
-from lightyard.cpu import cpu_model, isa_family
-from lightyard.io import write_json_atomic
-
-ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["trainer.accelerator=cpu", "export.enabled=false", "register.enabled=false",
         "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]  # fmt: skip
 TARGET_POINTS = 0.5
@@ -64,7 +60,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 42])
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
-    print(f"host: {cpu_model()}, {isa_family()}, {len(os.sched_getaffinity(0))} cores")
+    machine = host("lightning")
+    print(host_line(machine), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "BENTOML_HOME": str(Path(tmp) / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
@@ -83,12 +80,9 @@ def main() -> None:
     met = abs(gap) <= TARGET_POINTS
     print(f"mean over {len(rows)} seeds: one process {one:.4f}, two nodes {two:.4f}: {gap:+.2f} points")
     print(f"  [{'met' if met else 'NOT MET'}] two nodes within {TARGET_POINTS} points of one process")
-    if args.json:
-        figures = {"host": cpu_model(), "isa": isa_family(), "seeds": rows, "one_process_mean": one,
-                   "two_nodes_mean": two, "gap_points": gap}  # fmt: skip
-        write_json_atomic(args.json, figures)
-        print(f"figures written to {args.json}")
     print("the runs were temporary and are removed")
+    figures = {"host": machine, "seeds": rows, "one_process_mean": one, "two_nodes_mean": two}
+    save_figures(args.json, {**figures, "gap_points": gap})
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ import multiprocessing
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,29 +45,20 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from common import ROOT, Server, free_port, host, host_line, median_ms, save_figures, status
 from loadgen import Run, Wrk, in_process_loop, multipart, open_loop
 from PIL import Image
 from queueing import ceiling_rate
 
-from lightyard.bentoml_adapter import available_cpus
-from lightyard.cpu import cpu_model, host_flags
-from lightyard.io import write_json_atomic
 from lightyard.registry import ModelStore, load
 from lightyard.serving.inference import batched_classifier
 from lightyard.serving.settings import ServingSettings
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SERVER_BOUND = 5.0  # Server scenario: p99 within this many times the runtime's batch-1 latency
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 TARGETS = {"onnx": 0.90, "onnx-int8": 0.80}  # efficiency
 SMALL_MODEL_MS = 1.0  # batch-1 latency under which HTTP, not the runtime, bounds serving
-
-
-def host() -> dict:
-    isa = [flag for flag in ISA_FLAGS if flag in host_flags()]
-    return {"cpu": cpu_model(), "cores": available_cpus(), "isa": isa}
 
 
 def register_resnet18(home: Path) -> str:
@@ -164,17 +154,6 @@ def runtime_alone(
     return {"ips": by_batch[best], "batch": best, "by_batch": by_batch, "b1_ms": b1_ms, "calls": calls}
 
 
-def median_ms(call, repeats: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return 1000.0 * statistics.median(times)
-
-
 def eager_alone(tag: str, home: Path, images: np.ndarray, device: str) -> dict:
     """Eager PyTorch, one image at a time, torch's own threads: the baseline's model call, its answer
     back on the CPU (which also waits for a GPU to finish)."""
@@ -184,60 +163,6 @@ def eager_alone(tag: str, home: Path, images: np.ndarray, device: str) -> dict:
     with torch.inference_mode():
         b1 = median_ms(lambda: net(torch.from_numpy(images[:1]).to(device)).cpu(), 40)
     return {"ips": 1000.0 / b1, "batch": 1, "b1_ms": b1, "calls": 1}
-
-
-class Server:
-    """A server process started in its own session: cold start, memory, torch, stop."""
-
-    def __init__(self, command: list[str], env: dict, cwd: Path, log: Path, url: str, ready: str) -> None:
-        self.url = url
-        started = time.perf_counter()
-        self.process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                sys.exit(f"{' '.join(command)} exited {self.process.returncode}:\n{log.read_text()[-3000:]}")
-            if status(f"{url}{ready}") == 200:
-                self.cold_start_s = time.perf_counter() - started
-                return
-            time.sleep(0.02)
-        self.stop()
-        sys.exit(f"{' '.join(command)} did not become ready in 180 s: see {log}")
-
-    def tree(self) -> list[psutil.Process]:
-        root = psutil.Process(self.process.pid)
-        return [root, *root.children(recursive=True)]
-
-    def memory(self) -> dict:
-        """Resident memory of the whole tree: RSS counts shared libraries once per process, PSS shares
-        them out, so PSS is what the tree really costs."""
-        tree = self.tree()
-        return {
-            "processes": len(tree),
-            "rss_mb": sum(p.memory_info().rss for p in tree) / 2**20,
-            "pss_mb": sum(p.memory_full_info().pss for p in tree) / 2**20,
-        }
-
-    def loads_torch(self) -> bool:
-        return any("/torch/" in Path(f"/proc/{p.pid}/maps").read_text() for p in self.tree())
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-
-
-def status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except OSError:
-        return None
 
 
 def batch_counters(url: str) -> dict[str, float]:
@@ -516,8 +441,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    machine = host()
-    print(f"host: {machine['cpu']}, {machine['cores']} cores, {' '.join(machine['isa']) or 'no AVX2'}")
+    machine = host("onnxruntime", "bentoml")
+    print(host_line(machine), flush=True)
     settings = ServingSettings.load()
     work = Path(tempfile.mkdtemp(prefix="lightyard-bench-"))
     home = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml") if args.model else work / "bentoml"
@@ -615,18 +540,8 @@ def main() -> None:
         results["baseline"] = figures
     wrk.close()
     report(results)
-    if args.json:
-        write_json_atomic(args.json, results)
-        print(f"figures written to {args.json}")
     print(f"server logs in {work}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    save_figures(args.json, results)
 
 
 def report(results: dict) -> None:

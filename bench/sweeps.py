@@ -34,22 +34,15 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
-from mnist_distill import DATA, ensure_mnist  # bench/mnist_distill.py's
+from common import DATA, ROOT, ensure_mnist, host, host_line, save_figures
 
-from lightyard.bentoml_adapter import available_cpus
-from lightyard.cpu import cpu_model, host_flags
-from lightyard.io import write_json_atomic
 from lightyard.sweeps.study import EPOCHS
 
-ROOT = Path(__file__).resolve().parents[1]
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni")  # oneDNN's CPU kernels, and so epoch times, differ by these
 SEARCH = ["hparams_search=mnist_mlp", "data.download=false", f"data.root={DATA}"]
 OBJECTIVE, DIRECTION = "val/acc_best", "maximize"  # what conf/hparams_search/mnist_mlp.yaml optimises
 # Trials as cheap as a user can make them without losing TensorBoard: no test, export or registration, and
@@ -128,21 +121,6 @@ class Sweep:
         keys = ("wall_s", "trial_s", "best_value", "best_trial", "states")
         sweeper = {f"sweeper_{k}" if k.endswith("_s") else k: self.results.get(k) for k in keys}
         return {"command_wall_s": round(self.wall_s, 3), "trial_epochs": self.epochs, **sweeper}
-
-
-def host() -> dict[str, Any]:
-    """The machine and the versions behind the figures: seconds move with them, ratios much less."""
-    flags = host_flags()
-    return {
-        "cpu": cpu_model(),
-        "cores": available_cpus(),
-        "isa": [flag for flag in ISA_FLAGS if flag in flags],
-        "torch": version("torch"),
-        "optuna": version("optuna"),
-        "lightning": version("lightning"),
-        "python": sys.version.split()[0],
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
 
 
 def settings(trials: int, epochs: int, pruner: str = "none", seed: int = 0, jobs: int = 1) -> list[str]:
@@ -297,12 +275,8 @@ def main() -> None:
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     ensure_mnist()
-    machine = host()
-    print(
-        f"host: {machine['cpu']}, {machine['cores']} cores, {' '.join(machine['isa']) or 'no AVX2'}; "
-        f"torch {machine['torch']}, optuna {machine['optuna']}; {machine['date']}",
-        flush=True,
-    )
+    machine = host("optuna", "lightning")
+    print(host_line(machine), flush=True)
     started = time.perf_counter()
     figures: dict[str, Any] = {"host": machine, "quick": args.quick, "sizes": asdict(sizes)}
     with tempfile.TemporaryDirectory(prefix="lightyard-sweeps-") as tmp:
@@ -314,11 +288,7 @@ def main() -> None:
     figures["duration_s"] = round(time.perf_counter() - started, 1)
     report(figures, sizes)
     print(f"\n{figures['duration_s']:.0f} s in all; sweeps ran in a temporary folder, removed")
-    if args.json:
-        write_json_atomic(args.json, figures)
-        print(f"figures written to {args.json}")
-    else:
-        print("figures printed above (--json PATH keeps them)")
+    save_figures(args.json, figures)
 
 
 if __name__ == "__main__":
