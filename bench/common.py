@@ -1,5 +1,6 @@
 """What every bench shares: the host's facts, MNIST on disk, free ports, server processes, timing and the
-JSON output. A bench script keeps only its scenarios and its targets."""
+JSON output. A bench script keeps only its scenarios and its targets. Importing it loads neither torch nor
+BentoML: bench/int8_isa.py's worker runs it under CPU emulation."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from lightyard.bentoml_adapter import available_cpus
 from lightyard.cpu import cpu_model, host_flags, isa_family
 from lightyard.io import write_json_atomic
 
@@ -30,6 +30,8 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 
 def host(*packages: str) -> dict[str, Any]:
     """The machine and the versions behind the figures: seconds move with them, ratios much less."""
+    from lightyard.bentoml_adapter import available_cpus  # BentoML's own count, cgroup quotas included
+
     flags = host_flags()
     return {
         "cpu": cpu_model(),

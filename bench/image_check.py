@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import host, host_line
 from PIL import Image
 
-from lightyard.cpu import cpu_model, isa_family
 from lightyard.data import integrity
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     if args.cold and os.geteuid() != 0:
         raise SystemExit("error: --cold empties the page cache, which needs root: run as root or drop --cold")
     prepare = drop_page_cache if args.cold else lambda: None
-    print(f"host: {cpu_model()}, {isa_family()}, {len(os.sched_getaffinity(0))} cores")
+    print(host_line(host("pillow")), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.cold and filesystem(Path(tmp)) == "tmpfs":
             raise SystemExit(

@@ -15,8 +15,9 @@ The registered model's FP32 ONNX file is quantized here once per scheme (static 
 train split as `lightyard quantize` does); every file is then run over the whole test split on each CPU,
 in a torch-free worker (this script with --predict, ONNX Runtime and NumPy only, as the server runs).
 For each CPU: the test errors of every scheme beside FP32's on that CPU, the candidates lightyard measures
-on that family, those its chooser would keep (the most accurate, within SCHEME_TIE points; it takes the
-fastest of them, which only the real CPU can time, so the worst of them is checked), and whether the
+on that family, those its chooser would keep (the most accurate on the validation split, within
+SCHEME_TIE points; it takes the fastest of them, which only the real CPU can time, so the worst of them
+is checked on test), and whether the
 server would warn when handed the scheme chosen on this host. Target: ≤ FP32 errors + 5 per 10,000
 test images.
 
@@ -38,11 +39,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import host, host_line, save_figures
 
-from lightyard.cpu import CANDIDATES, cpu_model, int8_warning, isa_family, scheme_candidates
+from lightyard.cpu import CANDIDATES, int8_warning, isa_family, scheme_candidates
 from lightyard.errors import UserError
 from lightyard.export.runtimes import latency_ms, load_onnx
-from lightyard.io import write_json_atomic
 
 # Modules that import torch are imported inside the functions only the parent runs: the worker starts
 # under emulation, where importing torch alone would take minutes.
@@ -92,8 +93,9 @@ def run_worker(work: Path, emulate: str | None) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def quantize_all(model: str, work: Path, calibration_batches: int) -> np.ndarray:
-    """FP32 and one INT8 file per scheme into `work`, the test inputs beside them; returns the labels."""
+def quantize_all(model: str, work: Path, calibration_batches: int) -> tuple[np.ndarray, np.ndarray]:
+    """FP32 and one INT8 file per scheme into `work`, the validation then the test inputs beside them;
+    returns the validation and test labels."""
     import torch
 
     from lightyard.compress.quantization import quantize_onnx
@@ -105,33 +107,38 @@ def quantize_all(model: str, work: Path, calibration_batches: int) -> np.ndarray
         raise UserError(f"{registered.tag} has no ONNX file: register a version exported to ONNX")
     datamodule = datamodule_from(registered.config["data"], registered.spec)
     calibration = datamodule.calibration_batches(calibration_batches)
+    val_images, val_labels = zip(*datamodule.val_dataloader(), strict=True)
     images, labels = zip(*datamodule.test_dataloader(), strict=True)
-    np.save(work / "inputs.npy", torch.cat(images).numpy().astype(np.float32))
+    np.save(work / "inputs.npy", torch.cat([*val_images, *images]).numpy().astype(np.float32))
     shutil.copy2(registered.path / "model.onnx", work / "fp32.onnx")
     for index, scheme in enumerate(SCHEMES):
         quantize_onnx(work / "fp32.onnx", work / f"int8-{index}.onnx", "static", calibration, scheme)
     print(f"{registered.tag}: FP32 and {len(SCHEMES)} INT8 files ({calibration_batches} calibration batches)")
-    return torch.cat(labels).numpy()
+    return torch.cat(val_labels).numpy(), torch.cat(labels).numpy()
 
 
-def judge(result: dict, labels: np.ndarray, family: str) -> dict:
-    """One CPU's figures: errors per scheme, the candidates measured on its family, those the chooser
-    keeps (within SCHEME_TIE points of the most accurate), and the target on the worst of them."""
+def judge(result: dict, val_labels: np.ndarray, labels: np.ndarray, family: str) -> dict:
+    """One CPU's figures: test errors per scheme, the candidates measured on its family, those the
+    chooser keeps (within SCHEME_TIE points of the most accurate on validation, as it chooses), and the
+    target on the worst of them, on test."""
     from lightyard.compress.quantization import most_accurate
 
-    predictions = {name: np.asarray(values) for name, values in result["predictions"].items()}
+    split = len(val_labels)
+    outputs = {name: np.asarray(values) for name, values in result["predictions"].items()}
+    predictions = {name: values[split:] for name, values in outputs.items()}
     schemes = {}
     for index, scheme in enumerate(SCHEMES):
         predicted = predictions[f"int8-{index}"]
         schemes[scheme.name] = {
+            "val_accuracy": float((outputs[f"int8-{index}"][:split] == val_labels).mean()),
             "errors": int((predicted != labels).sum()),
             "agreement": float((predicted == predictions["fp32"]).mean()),
             "batch1_ms": result["batch1_ms"].get(f"int8-{index}"),
         }
     fp32_errors = int((predictions["fp32"] != labels).sum())
     candidates = [scheme.name for scheme in scheme_candidates(family)]
-    trials = [{"name": name, "accuracy": 1 - schemes[name]["errors"] / len(labels)} for name in candidates]
-    kept = [trial["name"] for trial in most_accurate(trials, key="accuracy")]
+    trials = [{"name": name, "val_accuracy": schemes[name]["val_accuracy"]} for name in candidates]
+    kept = [trial["name"] for trial in most_accurate(trials)]
     worst = max(schemes[name]["errors"] for name in kept)
     allowed = TARGET_PER_10K * len(labels) / 10_000
     return {
@@ -198,29 +205,26 @@ def main() -> None:
         sys.exit("error: this bench compares ONNX Runtime's x86 kernels: run it on an x86-64 host")
     if args.cpus and shutil.which("qemu-x86_64") is None:
         sys.exit("error: emulating other CPUs needs qemu-x86_64: apt-get install qemu-user (or --cpus alone)")
-    print(f"host: {cpu_model()}, INT8 family {isa_family()}")
+    machine = host("onnxruntime")
+    print(host_line(machine), flush=True)
     with tempfile.TemporaryDirectory(prefix="int8-isa-") as tmp:
         work = Path(tmp)
         try:
-            labels = quantize_all(args.model, work, args.calibration_batches)
+            val_labels, labels = quantize_all(args.model, work, args.calibration_batches)
         except UserError as error:
             sys.exit(f"error: {error}")
-        print(f"{len(SCHEMES) + 1} models over {len(labels)} test images on each CPU (emulated: slow):")
+        images = f"{len(val_labels)} validation and {len(labels)} test images"
+        print(f"{len(SCHEMES) + 1} models over {images} on each CPU (emulated: slow):")
         results = {THIS_CPU: run_worker(work, None)} | {cpu: run_worker(work, cpu) for cpu in args.cpus}
     cpus = {
-        name: judge(result, labels, isa_family() if name == THIS_CPU else result["cpuid_family"])
+        name: judge(result, val_labels, labels, isa_family() if name == THIS_CPU else result["cpuid_family"])
         for name, result in results.items()
     }
     add_host_choice(cpus)
     print_table(cpus)
     if results[THIS_CPU]["cpuid_family"] != isa_family():
         print(f"note: CPUID reads {results[THIS_CPU]['cpuid_family']} here, /proc/cpuinfo {isa_family()}")
-    if args.json:
-        figures = {"model": args.model, "cpu": cpu_model(), "cpu_isa": isa_family(), "cpus": cpus}
-        write_json_atomic(args.json, figures)
-        print(f"figures in {args.json}")
-    else:
-        print("figures printed above (--json PATH keeps them)")
+    save_figures(args.json, {"model": args.model, "host": machine, "cpu_isa": isa_family(), "cpus": cpus})
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from lightyard.errors import UserError
 from lightyard.sweeps.space import parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_BLOCKS = {"bash", "sh", "shell", "console"}
 SEPARATORS = {"&&", "||", ";", "|", "&"}
 # Hydra's command-line flags: name → how many arguments follow it

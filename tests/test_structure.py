@@ -200,3 +200,19 @@ def test_deprecations_from_lightyard_code_fail_the_tests(category: type[Warning]
             "old", category, "lightyard/export/writers.py", 1, module="lightyard.export.writers"
         )
     warnings.warn_explicit("old", category, "torch/jit/_trace.py", 1, module="torch.jit._trace")
+
+
+def test_bench_readme_lists_every_script() -> None:
+    """bench/README.md says what each script measures and whether `make bench` runs it: none is missing,
+    and what it says `make bench` runs is what the Makefile runs."""
+    import re
+
+    root = PACKAGE.parents[1]
+    readme = (root / "bench" / "README.md").read_text()
+    listed = set(re.findall(r"`(\w+)\.py", readme))
+    assert {path.stem for path in (root / "bench").glob("*.py")} <= listed
+    in_make = {row.split("`")[1].split(".py")[0] for row in readme.splitlines() if row.endswith("| yes |")}
+    in_make |= {row.split("`")[1].split(".py")[0] for row in readme.splitlines() if "| yes, " in row}
+    makefile = (root / "Makefile").read_text()
+    target = makefile[makefile.index("\nbench:") :].split("\n\n")[0]
+    assert in_make == set(re.findall(r"bench/(\w+)\.py", target))
